@@ -1,0 +1,3 @@
+"""Certificates: the cluster CA, serving and client certificates, kubeconfig material.
+
+Later: bootstrap tokens, CSR signing and rotation for edge nodes."""
