@@ -108,7 +108,16 @@ def _r(
 
 
 BUILTIN: tuple[ResourceInfo, ...] = (
-    _r("", "v1", "namespaces", "Namespace", False, short=["ns"], subs=["status", "finalize"], generation=False),
+    _r(
+        "",
+        "v1",
+        "namespaces",
+        "Namespace",
+        False,
+        short=["ns"],
+        subs=["status", "finalize"],
+        generation=False,
+    ),
     _r("", "v1", "nodes", "Node", False, short=["no"], subs=["status"]),
     _r(
         "",
@@ -139,7 +148,16 @@ BUILTIN: tuple[ResourceInfo, ...] = (
     ),
     _r("apps", "v1", "replicasets", "ReplicaSet", True, short=["rs"], cats=["all"], subs=["status", "scale"]),
     _r("apps", "v1", "daemonsets", "DaemonSet", True, short=["ds"], cats=["all"], subs=["status"]),
-    _r("apps", "v1", "statefulsets", "StatefulSet", True, short=["sts"], cats=["all"], subs=["status", "scale"]),
+    _r(
+        "apps",
+        "v1",
+        "statefulsets",
+        "StatefulSet",
+        True,
+        short=["sts"],
+        cats=["all"],
+        subs=["status", "scale"],
+    ),
     _r("apps", "v1", "controllerrevisions", "ControllerRevision", True, generation=False),
     _r("batch", "v1", "jobs", "Job", True, cats=["all"], subs=["status"]),
     _r("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, generation=False),

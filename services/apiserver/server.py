@@ -1,0 +1,497 @@
+"""The API server process: TLS, authentication, routing, discovery, and the startup sequence."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import platform
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from aiohttp import web
+from kubeedge.pki import certs
+from kubeedge.store import AlreadyExists, Store
+
+from . import discovery, openapi
+from .allocator import ServiceAllocator
+from .auth import ADMIN_GROUP, Authorizer, Identity, TokenAuthenticator, identity_from_peercert
+from .config import ApiServerConfig
+from .crds import CrdServing
+from .errors import ApiError, internal, not_found
+from .namespaces import NamespaceFinalizer
+from .nodegraph import NodeGraph
+from .objects import CRD_KEY
+from .resources import Registry
+from .rest import ResourceApi, Target, json_response
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+VERSION = {
+    "major": "1",
+    "minor": "37",
+    "gitVersion": "v1.37.0-kubeedge",
+    "gitCommit": "kubeedge-py",
+    "gitTreeState": "clean",
+    "buildDate": "2026-11-01T00:00:00Z",
+    "goVersion": "go1.25",
+    "compiler": "gc",
+    "platform": f"linux/{'arm64' if platform.machine() in ('aarch64', 'arm64') else 'amd64'}",
+}
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+AGGREGATED = "apidiscovery.k8s.io"
+ANONYMOUS_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
+
+
+class Pki:
+    """The server's CA, serving certificate, and the admin credentials it hands out."""
+
+    def __init__(self, config: ApiServerConfig) -> None:
+        self.dir = config.data_dir / "pki"
+        self.config = config
+
+    def ensure(self) -> tuple[certs.KeyPair, certs.KeyPair]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ca = self._pair("ca", lambda: certs.create_ca("kubeedge-ca"))
+        sans_dns = {
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            socket.gethostname(),
+        }
+        sans_ip = {"127.0.0.1", "::1"}
+        for s in (self.config.host, *self.config.cert_sans):
+            try:
+                ipaddress.ip_address(s)
+                if s not in ("0.0.0.0", "::"):
+                    sans_ip.add(s)
+            except ValueError:
+                if s:
+                    sans_dns.add(s)
+        first_svc = str(next(iter(ipaddress.ip_network(self.config.service_cidr).hosts())))
+        sans_ip.add(first_svc)
+        serving = self._pair(
+            "apiserver",
+            lambda: certs.issue(
+                ca, "kube-apiserver", dns_names=sorted(sans_dns), ip_addresses=sorted(sans_ip), server=True
+            ),
+            want_sans=(sans_dns, sans_ip),
+        )
+        return ca, serving
+
+    def _pair(
+        self, name: str, make: Callable[[], certs.KeyPair], want_sans: tuple[set[str], set[str]] | None = None
+    ) -> certs.KeyPair:
+        crt, key = self.dir / f"{name}.crt", self.dir / f"{name}.key"
+        if crt.exists() and key.exists():
+            pair = certs.KeyPair(crt.read_bytes(), key.read_bytes())
+            if want_sans is None or _covers(pair, *want_sans):
+                return pair
+            log.info("reissuing %s certificate: its names changed", name)
+        pair = make()
+        certs.write_private(key, pair.key_pem)
+        crt.write_bytes(pair.cert_pem)
+        return pair
+
+
+def _covers(pair: certs.KeyPair, dns: set[str], ips: set[str]) -> bool:
+    from cryptography import x509
+
+    try:
+        ext = pair.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    have_dns = set(ext.get_values_for_type(x509.DNSName))
+    have_ip = {str(i) for i in ext.get_values_for_type(x509.IPAddress)}
+    return dns <= have_dns and ips <= have_ip
+
+
+class ApiServer:
+    def __init__(self, config: ApiServerConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(config.data_dir / "state.db", config.store)
+        self.registry = Registry()
+        self.graph = NodeGraph()
+        self.tokens = TokenAuthenticator(config.data_dir / "tokens.csv")
+        self.allocator = ServiceAllocator(config.service_cidr, config.node_ports)
+        self.api = ResourceApi(self.store, self.registry, Authorizer(self.graph), self.allocator, config)
+        self.crds = CrdServing(self.registry)
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._discovery_cache: dict[str, tuple[int, bytes]] = {}
+        self.port = config.port
+        self.url = ""
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        ca, _ = Pki(self.config).ensure()
+        self.ca = ca
+        await self.store.open()
+        await self._load_state()
+        self.api.after_write.setdefault(CRD_KEY, []).append(self._on_crd_write)
+        self.api.after_write.setdefault("services", []).append(self._on_service_write)
+        await self._bootstrap()
+        if self.config.namespace_finalizer:
+            self._spawn(NamespaceFinalizer(self.api).run(), "namespace-finalizer")
+        app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._errors])
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=5)
+        await self._runner.setup()
+        sslctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        sslctx.load_cert_chain(
+            self.config.data_dir / "pki" / "apiserver.crt", self.config.data_dir / "pki" / "apiserver.key"
+        )
+        sslctx.load_verify_locations(cadata=ca.cert_pem.decode())
+        sslctx.verify_mode = ssl.CERT_OPTIONAL  # certificates or bearer tokens
+        sslctx.set_alpn_protocols(["http/1.1"])
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=sslctx, backlog=1024)
+        await site.start()
+        for addr in self._runner.addresses:  # the real port when listening on port 0
+            self.port = int(addr[1])
+            break
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        self.url = f"https://{host}:{self.port}"
+        self._write_admin_credentials(ca)
+        log.info("API server serving on %s (data in %s)", self.url, self.config.data_dir)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.store.close()
+        log.info("API server stopped")
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        async def guarded() -> None:
+            backoff = 0.5
+            while True:
+                try:
+                    await coro
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("background task %s failed; not restarting it", name)
+                    return
+                await asyncio.sleep(backoff)
+
+        self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    async def _load_state(self) -> None:
+        for r in (await self.store.list(CRD_KEY)).items:
+            self.crds.on_write("create", r.obj)
+        self.allocator.load(r.obj for r in (await self.store.list("services")).items)
+        self.graph.load((await self.store.list("pods")).items)
+        self.store.hub.listeners.append(self.graph.on_events)
+
+    def _on_crd_write(self, op: str, crd: Obj) -> None:
+        self.crds.on_write(op, crd)
+        if op == "delete":
+            key = f"{crd['spec']['names']['plural']}.{crd['spec']['group']}"
+            self._spawn(self._purge(key), f"purge-{key}")
+
+    async def _purge(self, key: str) -> None:
+        for r in (await self.store.list(key)).items:
+            md = r.obj["metadata"]
+            with contextlib.suppress(Exception):
+                await self.store.delete(key, md.get("namespace", ""), md["name"])
+
+    def _on_service_write(self, op: str, svc: Obj) -> None:
+        if op == "delete":
+            self.allocator.release(svc)
+
+    async def _bootstrap(self) -> None:
+        """System namespaces, the `kubernetes` service, and manifests (CRDs) from the manifests dir."""
+        ns_info = self.registry.get("", "v1", "namespaces")
+        assert ns_info is not None
+        for ns in SYSTEM_NAMESPACES:
+            with contextlib.suppress(ApiError, AlreadyExists):
+                await self.api.create_object(ns_info, "", {"metadata": {"name": ns}}, {})
+        for f, doc in _manifests(self.config.manifests_dir):
+            await self._ensure(doc, f)
+
+    async def _ensure(self, doc: Obj, source: Path) -> None:
+        info = self.registry.by_kind(doc.get("apiVersion", ""), doc.get("kind", ""))
+        if info is None:
+            log.error("%s: no resource for %s %s", source, doc.get("apiVersion"), doc.get("kind"))
+            return
+        ns = (doc.get("metadata") or {}).get("namespace", "default") if info.namespaced else ""
+        name = (doc.get("metadata") or {}).get("name", "")
+        try:
+            cur = self.store.get_now(info.key, ns, name)
+        except Exception:
+            cur = None
+        if cur is None:
+            await self.api.create_object(info, ns, doc, {})
+            return
+        spec_changed = cur.obj.get("spec") != doc.get("spec")
+        if spec_changed:
+
+            def mutate(c: Obj) -> Obj:
+                c["spec"] = doc.get("spec")
+                from .objects import prepare_update
+
+                return prepare_update(info, c, orjson.loads(cur.data) if cur else c)
+
+            await self.store.guaranteed_update(info.key, ns, name, mutate)
+            rec = self.store.get_now(info.key, ns, name)
+            self.api._after(info, "update", rec.obj)
+
+    def _write_admin_credentials(self, ca: certs.KeyPair) -> None:
+        d = self.config.data_dir
+        admin_crt = d / "pki" / "admin.crt"
+        admin_key = d / "pki" / "admin.key"
+        if admin_crt.exists() and admin_key.exists():
+            admin = certs.KeyPair(admin_crt.read_bytes(), admin_key.read_bytes())
+        else:
+            admin = certs.issue(ca, "kubernetes-admin", organizations=[ADMIN_GROUP], client=True)
+            certs.write_private(admin_key, admin.key_pem)
+            admin_crt.write_bytes(admin.cert_pem)
+        certs.write_private(
+            d / "admin.kubeconfig", certs.kubeconfig(self.url, ca.cert_pem, "admin", admin).encode()
+        )
+        (d / "ca.crt").write_bytes(ca.cert_pem)
+        tokfile = d / "tokens.csv"
+        if not tokfile.exists():
+            token = secrets.token_urlsafe(32)
+            certs.write_private(tokfile, f'{token},admin-token,admin-token,"{ADMIN_GROUP}"\n'.encode())
+            self.tokens.add(
+                token, Identity("admin-token", (ADMIN_GROUP, "system:authenticated"), "admin-token")
+            )
+
+    # ---- HTTP ------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            resp = await handler(request)
+        except ApiError as e:
+            if e.code >= 500:
+                log.warning("%s %s from %s: %s", request.method, request.path, request.remote, e.message)
+            resp = web.Response(
+                body=e.body(), status=e.code, content_type="application/json", headers=e.headers
+            )
+        except web.HTTPException:
+            raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as e:
+            log.exception("%s %s from %s failed", request.method, request.path, request.remote)
+            err = internal(f"internal error: {type(e).__name__}")
+            resp = web.Response(body=err.body(), status=500, content_type="application/json")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s -> %s in %.1fms",
+                request.method,
+                request.path_qs,
+                resp.status,
+                (time.perf_counter() - started) * 1000,
+            )
+        return resp
+
+    def _identity(self, request: web.Request) -> Identity | None:
+        authz = request.headers.get("Authorization", "")
+        if authz.startswith("Bearer "):
+            ident = self.tokens.authenticate(authz[7:].strip())
+            if ident is None:
+                raise ApiError(401, "Unauthorized", "Unauthorized: the bearer token is not valid")
+            return ident
+        transport = request.transport
+        sslobj = transport.get_extra_info("ssl_object") if transport else None
+        if sslobj is not None:
+            return identity_from_peercert(sslobj.getpeercert())
+        return None
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
+        if path in ("/healthz", "/livez", "/readyz"):
+            return web.Response(text="ok")
+        ident = self._identity(request)
+        if ident is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        if path == "/version":
+            return json_response(VERSION)
+        if path == "/api":
+            return self._discovery(request, "api")
+        if path == "/apis":
+            return self._discovery(request, "apis")
+        if path.startswith("/openapi/"):
+            return self._openapi(path)
+        parts = path.strip("/").split("/")
+        if parts[0] == "api" and len(parts) >= 2:
+            group, version, rest = "", parts[1], parts[2:]
+        elif parts[0] == "apis" and len(parts) >= 2:
+            if len(parts) == 2:
+                g = discovery.api_group(self.registry, parts[1])
+                if g is None:
+                    raise ApiError(
+                        404, "NotFound", f"the server could not find the requested resource ({path})"
+                    )
+                return json_response(g)
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if not rest:
+            doc = discovery.api_resource_list(self.registry, group, version)
+            if doc is None:
+                raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            return json_response(doc)
+        target = self._target(group, version, rest)
+        return await self._resource(request, target, ident)
+
+    def _target(self, group: str, version: str, rest: list[str]) -> Target:
+        def info_for(plural: str) -> Any:
+            info = self.registry.get(group, version, plural)
+            if info is None:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            return info
+
+        if (
+            rest[0] == "namespaces"
+            and len(rest) >= 3
+            and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
+        ):
+            ns = rest[1]
+            info = info_for(rest[2])
+            if not info.namespaced:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            name = rest[3] if len(rest) > 3 else ""
+            sub = rest[4] if len(rest) > 4 else ""
+            if len(rest) > 5:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            return Target(info, ns, name, sub)
+        info = info_for(rest[0])
+        name = rest[1] if len(rest) > 1 else ""
+        sub = rest[2] if len(rest) > 2 else ""
+        if len(rest) > 3 or (info.namespaced and name):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return Target(info, "", name, sub)
+
+    async def _resource(self, request: web.Request, t: Target, ident: Identity) -> web.StreamResponse:
+        m = request.method
+        api = self.api
+        if t.subresource and t.subresource not in t.info.subresources:
+            raise not_found(t.info, t.name)
+        if not t.name:
+            if m == "GET":
+                return await api.list_or_watch(t, request, ident)
+            if m == "POST":
+                return await api.create(t, request, ident)
+            if m == "DELETE":
+                return await api.delete_collection(t, request, ident)
+            raise ApiError(405, "MethodNotAllowed", f"{m} is not supported on a collection")
+        if m == "GET":
+            return await api.get(t, request, ident)
+        if m == "PUT":
+            return await api.replace(t, request, ident)
+        if m == "PATCH":
+            return await api.patch(t, request, ident)
+        if m == "DELETE":
+            return await api.delete(t, request, ident)
+        if m == "POST" and t.subresource:
+            return await api.create(t, request, ident)
+        raise ApiError(405, "MethodNotAllowed", f"{m} is not supported on {t.info.plural}")
+
+    def _discovery(self, request: web.Request, which: str) -> web.Response:
+        accept = request.headers.get("Accept", "")
+        aggregated = False
+        for part in accept.split(","):
+            if AGGREGATED in part and "APIGroupDiscoveryList" in part:
+                aggregated = True
+                break
+            if part.split(";")[0].strip() in ("application/json", "*/*"):
+                break
+        key = f"{which}:{aggregated}"
+        cached = self._discovery_cache.get(key)
+        if cached is None or cached[0] != self.registry.generation:
+            if aggregated:
+                doc = discovery.aggregated_discovery(self.registry, core=which == "api")
+            elif which == "api":
+                doc = discovery.api_versions()
+            else:
+                doc = discovery.api_group_list(self.registry)
+            cached = (self.registry.generation, orjson.dumps(doc))
+            self._discovery_cache[key] = cached
+        ctype = "application/json"
+        if aggregated:
+            ctype = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        return web.Response(body=cached[1], headers={"Content-Type": ctype})
+
+    def _openapi(self, path: str) -> web.Response:
+        if path == "/openapi/v3":
+            key = "openapi-index"
+            cached = self._discovery_cache.get(key)
+            if cached is None or cached[0] != self.registry.generation:
+                cached = (self.registry.generation, orjson.dumps(openapi.openapi_v3_index(self.registry)))
+                self._discovery_cache[key] = cached
+            return web.Response(body=cached[1], content_type="application/json")
+        if path.startswith("/openapi/v3/"):
+            sub = path[len("/openapi/v3/") :]
+            key = f"openapi:{sub}"
+            cached = self._discovery_cache.get(key)
+            if cached is None or cached[0] != self.registry.generation:
+                doc = openapi.openapi_v3_document(self.registry, sub)
+                if doc is None:
+                    raise ApiError(404, "NotFound", f"no OpenAPI document for {sub}")
+                cached = (self.registry.generation, orjson.dumps(doc))
+                self._discovery_cache[key] = cached
+            return web.Response(body=cached[1], content_type="application/json")
+        raise ApiError(404, "NotFound", "the server serves OpenAPI v3 only (/openapi/v3)")
+
+
+def _manifests(mdir: Path | None) -> list[tuple[Path, Obj]]:
+    """Documents of the manifests to apply at start (default: the project's manifests/crds)."""
+    if mdir is None:
+        cand = Path(__file__).resolve().parents[2] / "manifests" / "crds"
+        mdir = cand if cand.is_dir() else None
+    if mdir is None or not mdir.is_dir():
+        return []
+    return [
+        (f, doc)
+        for f in sorted(mdir.glob("*.y*ml"))
+        for doc in yaml.safe_load_all(f.read_text())
+        if isinstance(doc, dict)
+    ]
+
+
+async def serve(config: ApiServerConfig, ready: Callable[[ApiServer], None] | None = None) -> None:
+    """Run until cancelled or signalled; shut down cleanly."""
+    import signal
+
+    server = ApiServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready(server)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.stop()
