@@ -770,7 +770,7 @@ class TestServerSideApply:
 
 class TestUpdateManagedFields:
     def test_create_and_update(self) -> None:
-        new = {
+        new: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": "c", "labels": {"a": "1"}},
@@ -801,7 +801,7 @@ class TestUpdateManagedFields:
         assert "managedFields" not in new["metadata"]
 
     def test_removed_fields_leave_sets(self) -> None:
-        old = {
+        old: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": "c"},
