@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
+from pathlib import Path
 
 from .config import parse_args
 from .server import ApiServer, serve
@@ -12,8 +14,11 @@ from .server import ApiServer, serve
 
 def _announce(server: ApiServer) -> None:
     kubeconfig = server.config.data_dir / "admin.kubeconfig"
+    # The project's virtualenv carries a kubectl new enough for this server; prefer it in the hint.
+    venv_kubectl = Path(sys.executable).parent / "kubectl"
+    kubectl = os.path.relpath(venv_kubectl) if venv_kubectl.exists() else "kubectl"
     print(f"kubeedge API server ready at {server.url}", flush=True)
-    print(f"try: kubectl --kubeconfig {kubeconfig} get namespaces", flush=True)
+    print(f"try: {kubectl} --kubeconfig {kubeconfig} get namespaces", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

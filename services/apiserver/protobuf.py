@@ -18,8 +18,8 @@ message).  It is keyed by the *JSON* names, which usually equal the proto names 
 Mapping to JSON (what Go's encoding/json would print for the same object):
 
 * ``meta.v1.Time`` -> RFC 3339 seconds ``"2006-01-02T15:04:05Z"``; ``MicroTime`` -> ``"...05.000000Z"``;
-  Go's zero time (which gogo-protobuf still writes for non-pointer fields) -> ``None`` (JSON ``null``,
-  as in ``"creationTimestamp": null``).
+  Go's zero time (an empty message, which is how a non-pointer unset Time is written, e.g. kubectl's
+  ``creationTimestamp``) -> the key is left out, as kubectl's own JSON does.
 * ``Duration`` -> Go duration string (``"1h0m0s"``); ``resource.Quantity`` -> its string;
   ``intstr.IntOrString`` -> int or str; ``RawExtension`` / ``FieldsV1`` -> the parsed JSON they carry.
 * ``bytes`` (and ``map<string, bytes>`` values, e.g. ``Secret.data``) -> base64 strings, like Go's ``[]byte``.
@@ -759,6 +759,8 @@ _GO_ZERO_TIME: Final = -62135596800  # time.Time{}.Unix(): what gogo writes for 
 
 
 def _time(buf: bytes, pos: int, end: int, micro: bool) -> str | None:
+    if pos == end:  # meta/v1 Time marshals Go's zero time as an empty message
+        return None
     seconds, nanos = _pair(buf, pos, end)
     if seconds == _GO_ZERO_TIME and nanos == 0:
         return None
@@ -915,7 +917,7 @@ def _decode_message(buf: bytes, pos: int, end: int, msg: str, out: Obj, path: st
                 raise _Malformed(f"wire type {wire} for a {_kind_name(kind)} field")
             if repeated:
                 out.setdefault(name, []).append(value)
-            elif value == "" and (kind == _STR or kind == _BYTES or kind == _QTY):
+            elif value is None or (value == "" and (kind == _STR or kind == _BYTES or kind == _QTY)):
                 out.pop(name, None)  # the "omitempty" rule: see the module docstring
             else:
                 out[name] = value

@@ -356,6 +356,23 @@ class ResourceApi:
             return rec
         raise AssertionError("unreachable")
 
+    async def ensure(self, info: ResourceInfo, ns: str, doc: Obj) -> Record:
+        """Create `doc`, or bring the stored object's spec to it (manifests applied at start)."""
+        name = (doc.get("metadata") or {}).get("name", "")
+        try:
+            self.store.get_now(info.key, ns, name)
+        except NotFound:
+            return await self.create_object(info, ns, doc, {})
+        spec = doc.get("spec")
+
+        def mutate(cur: Obj) -> Obj | None:
+            new = orjson.loads(orjson.dumps(cur))
+            new["spec"] = orjson.loads(orjson.dumps(spec))
+            new = prepare_update(info, new, cur)
+            return None if unchanged(new, cur) else new
+
+        return await self._update(Target(info, ns, name, ""), mutate, {})
+
     def _check_field_validation(self, q: Any) -> None:
         fv = q.get("fieldValidation", "")
         if fv not in ("", "Ignore", "Warn", "Strict"):

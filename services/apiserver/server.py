@@ -19,7 +19,7 @@ import orjson
 import yaml
 from aiohttp import web
 from kubeedge.pki import certs
-from kubeedge.store import AlreadyExists, Store
+from kubeedge.store import AlreadyExists, NotFound, Store
 
 from . import discovery, openapi
 from .allocator import ServiceAllocator
@@ -168,6 +168,7 @@ class ApiServer:
             host = f"[{host}]"
         self.url = f"https://{host}:{self.port}"
         self._write_admin_credentials(ca)
+        await self._kubernetes_service()
         log.info("API server serving on %s (data in %s)", self.url, self.config.data_dir)
 
     async def stop(self) -> None:
@@ -230,32 +231,61 @@ class ApiServer:
         for f, doc in _manifests(self.config.manifests_dir):
             await self._ensure(doc, f)
 
+    async def _kubernetes_service(self) -> None:
+        """The `kubernetes` Service in `default`, as in-cluster clients expect, pointing at us."""
+        svc_info = self.registry.get("", "v1", "services")
+        ep_info = self.registry.get("", "v1", "endpoints")
+        assert svc_info is not None and ep_info is not None
+        first_ip = str(next(iter(ipaddress.ip_network(self.config.service_cidr).hosts())))
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        svc = {
+            "metadata": {
+                "name": "kubernetes",
+                "labels": {"component": "apiserver", "provider": "kubernetes"},
+            },
+            "spec": {
+                "clusterIP": first_ip,
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.port}],
+            },
+        }
+        eps: Obj = {
+            "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [
+                {
+                    "addresses": [{"ip": host}],
+                    "ports": [{"name": "https", "port": self.port, "protocol": "TCP"}],
+                }
+            ],
+        }
+        await self._upsert(svc_info, "default", svc, lambda o: o["spec"].get("ports"), "ports")
+        await self._upsert(ep_info, "default", eps, lambda o: o.get("subsets"), "subsets")
+
+    async def _upsert(self, info: Any, ns: str, obj: Obj, part: Callable[[Obj], Any], field: str) -> None:
+        """Create `obj`, or bring one part of the stored object (spec.ports, subsets) up to date."""
+        name = obj["metadata"]["name"]
+        try:
+            cur = self.store.get_now(info.key, ns, name)
+        except NotFound:
+            with contextlib.suppress(ApiError, AlreadyExists):
+                await self.api.create_object(info, ns, obj, {})
+            return
+        want = part(obj)
+        if part(cur.obj) == want:
+            return
+
+        def fix(o: Obj) -> Obj:
+            (o["spec"] if field == "ports" else o)[field] = want
+            return o
+
+        await self.store.guaranteed_update(info.key, ns, name, fix)
+
     async def _ensure(self, doc: Obj, source: Path) -> None:
         info = self.registry.by_kind(doc.get("apiVersion", ""), doc.get("kind", ""))
         if info is None:
             log.error("%s: no resource for %s %s", source, doc.get("apiVersion"), doc.get("kind"))
             return
         ns = (doc.get("metadata") or {}).get("namespace", "default") if info.namespaced else ""
-        name = (doc.get("metadata") or {}).get("name", "")
-        try:
-            cur = self.store.get_now(info.key, ns, name)
-        except Exception:
-            cur = None
-        if cur is None:
-            await self.api.create_object(info, ns, doc, {})
-            return
-        spec_changed = cur.obj.get("spec") != doc.get("spec")
-        if spec_changed:
-
-            def mutate(c: Obj) -> Obj:
-                c["spec"] = doc.get("spec")
-                from .objects import prepare_update
-
-                return prepare_update(info, c, orjson.loads(cur.data) if cur else c)
-
-            await self.store.guaranteed_update(info.key, ns, name, mutate)
-            rec = self.store.get_now(info.key, ns, name)
-            self.api._after(info, "update", rec.obj)
+        await self.api.ensure(info, ns, doc)
 
     def _write_admin_credentials(self, ca: certs.KeyPair) -> None:
         d = self.config.data_dir

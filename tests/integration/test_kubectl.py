@@ -122,6 +122,12 @@ class Watcher:
             if pred(line.split()):
                 return line
 
+    def next_json(self, timeout: float = 15.0) -> Any:
+        """The next pretty-printed JSON document (kubectl closes each with a `}` line of its own)."""
+        start = len(self.seen)
+        self.expect(lambda _: self.seen[-1] == "}", "the end of a JSON document", timeout)
+        return json.loads("\n".join(self.seen[start:]))
+
     def close(self) -> None:
         self.proc.terminate()
         try:
@@ -370,14 +376,14 @@ def test_apply_sends_strict_field_validation(apiserver: ApiServerProc, ns: str) 
     """Default `kubectl apply` finds fieldValidation in our OpenAPI v3 and asks the server to be strict."""
     res = apiserver.kubectl("apply", "-v=6", "-f", "-", input=yaml.safe_dump(configmap("strict", ns)))
     assert res.stdout.strip() == "configmap/strict created"
-    post = [ln for ln in res.stderr.splitlines() if "POST https://" in ln]
-    assert post and "fieldValidation=Strict" in post[0] and "201 Created" in post[0], res.stderr
+    post = [ln for ln in res.stderr.splitlines() if 'verb="POST"' in ln]
+    assert post and "fieldValidation=Strict" in post[0] and 'status="201 Created"' in post[0], res.stderr
     assert "fieldManager=kubectl-client-side-apply" in post[0]
     cm = kjson(apiserver, "get", "cm", "strict", "-n", ns)
     res = apiserver.kubectl("apply", "-v=6", "-f", "-", input=yaml.safe_dump(configmap("strict", ns, k="2")))
     assert res.stdout.strip() == "configmap/strict configured"
-    patch = [ln for ln in res.stderr.splitlines() if "PATCH https://" in ln]
-    assert patch and "fieldValidation=Strict" in patch[0] and "200 OK" in patch[0], res.stderr
+    patch = [ln for ln in res.stderr.splitlines() if 'verb="PATCH"' in ln]
+    assert patch and "fieldValidation=Strict" in patch[0] and 'status="200 OK"' in patch[0], res.stderr
     assert kjson(apiserver, "get", "cm", "strict", "-n", ns)["metadata"]["uid"] == cm["metadata"]["uid"]
 
 
@@ -396,47 +402,40 @@ def test_apply_strict_validation_rejects_unknown_fields(apiserver: ApiServerProc
 
 
 def test_apply_reapply_configured_and_unchanged(apiserver: ApiServerProc, ns: str) -> None:
-    assert apply(apiserver, deployment("web", ns)).strip() == "deployment.apps/web created"
-    # Someone else adds an env var to the live object: a later apply must keep it (3-way merge).
-    apiserver.kubectl(
-        "patch",
-        "deployment",
-        "web",
-        "-n",
-        ns,
-        "-p",
-        json.dumps(
-            {
-                "spec": {
-                    "template": {
-                        "spec": {"containers": [{"name": "app", "env": [{"name": "LIVE", "value": "x"}]}]}
-                    }
-                }
-            }
-        ),
-    )
+    first = deployment("web", ns)
+    assert apply(apiserver, first).strip() == "deployment.apps/web created"
+    gen = kjson(apiserver, "get", "deployment", "web", "-n", ns)["metadata"]["generation"]
+    assert apply(apiserver, first).strip() == "deployment.apps/web unchanged"
+    assert kjson(apiserver, "get", "deployment", "web", "-n", ns)["metadata"]["generation"] == gen
+    # Change one container's image and its env: containers and env merge by name.
     changed = deployment("web", ns, image="nginx:1.27")
     app = changed["spec"]["template"]["spec"]["containers"][0]
     app["env"] = [{"name": "MODE", "value": "two"}, {"name": "EXTRA", "value": "3"}]
     assert apply(apiserver, changed).strip() == "deployment.apps/web configured"
     d = kjson(apiserver, "get", "deployment", "web", "-n", ns)
+    assert d["metadata"]["generation"] == gen + 1
     containers = {c["name"]: c for c in d["spec"]["template"]["spec"]["containers"]}
-    assert set(containers) == {"app", "sidecar"}
+    assert list(containers) == ["app", "sidecar"]
     assert containers["app"]["image"] == "nginx:1.27"
+    assert containers["app"]["ports"][0]["containerPort"] == 80
     assert containers["sidecar"]["image"] == "busybox:1.36"
     assert containers["sidecar"]["command"] == ["sleep", "3600"]
-    env = {e["name"]: e.get("value") for e in containers["app"]["env"]}
-    assert env == {"MODE": "two", "EXTRA": "3", "LIVE": "x"}
-    assert containers["app"]["ports"][0]["containerPort"] == 80
-    gen = d["metadata"]["generation"]
+    assert [(e["name"], e["value"]) for e in containers["app"]["env"]] == [("MODE", "two"), ("EXTRA", "3")]
     assert apply(apiserver, changed).strip() == "deployment.apps/web unchanged"
-    assert kjson(apiserver, "get", "deployment", "web", "-n", ns)["metadata"]["generation"] == gen
-    # Removing a field from the applied config removes it from the live object.
+    # Someone else adds an env var to the live object: the next apply keeps it (three-way merge)
+    # while removing what was dropped from the applied configuration.
+    live = {
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "app", "env": [{"name": "LIVE", "value": "x"}]}]}}
+        }
+    }
+    apiserver.kubectl("patch", "deployment", "web", "-n", ns, "-p", json.dumps(live))
     del app["env"][1]
     assert apply(apiserver, changed).strip() == "deployment.apps/web configured"
     d = kjson(apiserver, "get", "deployment", "web", "-n", ns)
     env = {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env == {"MODE": "two", "LIVE": "x"}
+    assert [c["name"] for c in d["spec"]["template"]["spec"]["containers"]] == ["app", "sidecar"]
 
 
 def test_apply_device_reapply(apiserver: ApiServerProc, ns: str) -> None:
@@ -452,7 +451,7 @@ def test_apply_server_side(apiserver: ApiServerProc, ns: str) -> None:
     cm = configmap("ssa", ns, a="1", b="2")
     out = apply(apiserver, cm, "--server-side")
     assert out.strip() == "configmap/ssa serverside-applied"
-    got = kjson(apiserver, "get", "cm", "ssa", "-n", ns)
+    got = kjson(apiserver, "get", "cm", "ssa", "-n", ns, "--show-managed-fields")
     assert got["data"] == {"a": "1", "b": "2"}
     managers = {m["manager"]: m for m in got["metadata"]["managedFields"]}
     assert managers["kubectl"]["operation"] == "Apply"
@@ -470,7 +469,7 @@ def test_apply_server_side(apiserver: ApiServerProc, ns: str) -> None:
     assert kjson(apiserver, "get", "cm", "ssa", "-n", ns)["data"] == {"a": "10"}
     out = apply(apiserver, other, "--server-side", "--field-manager=other", "--force-conflicts")
     assert out.strip() == "configmap/ssa serverside-applied"
-    got = kjson(apiserver, "get", "cm", "ssa", "-n", ns)
+    got = kjson(apiserver, "get", "cm", "ssa", "-n", ns, "--show-managed-fields")
     assert got["data"] == {"a": "20"}
     assert {m["manager"] for m in got["metadata"]["managedFields"]} >= {"other"}
     # Server-side apply of a Device CR (create then update).
@@ -616,7 +615,7 @@ def test_get_device_printer_columns(apiserver: ApiServerProc, ns: str) -> None:
     assert rows["d1"]["NODE"] == "edge-1"
     assert rows["d1"]["STATE"] == "online"
     assert rows["d2"]["NODE"] == "edge-2"
-    assert rows["d2"]["STATE"] == "<none>"
+    assert rows["d2"]["STATE"] == ""  # a CRD column with no value is an empty cell
     # Short name and fully-qualified resource work the same.
     assert by_name(table(apiserver.kubectl("get", "dev", "-n", ns).stdout)).keys() == {"d1", "d2"}
 
@@ -625,7 +624,7 @@ def test_get_device_printer_columns(apiserver: ApiServerProc, ns: str) -> None:
 
 
 def test_get_output_formats(apiserver: ApiServerProc, ns: str) -> None:
-    apply(apiserver, [configmap("a", ns, x="1"), configmap("b", ns, y="2")])
+    apply(apiserver, [configmap("a", ns, x="1"), configmap("b", ns, z="2")])
     lst = kjson(apiserver, "get", "configmaps", "-n", ns)
     assert lst["kind"] == "List"
     assert sorted(i["metadata"]["name"] for i in lst["items"]) == ["a", "b", "kube-root-ca.crt"] or sorted(
@@ -638,7 +637,7 @@ def test_get_output_formats(apiserver: ApiServerProc, ns: str) -> None:
     y = yaml.safe_load(apiserver.kubectl("get", "cm", "b", "-n", ns, "-o", "yaml").stdout)
     assert y["kind"] == "ConfigMap"
     assert y["metadata"]["namespace"] == ns
-    assert y["data"] == {"y": "2"}
+    assert y["data"] == {"z": "2"}
     names = apiserver.kubectl("get", "cm", "a", "b", "-n", ns, "-o", "name").stdout.split()
     assert names == ["configmap/a", "configmap/b"]
     jp = apiserver.kubectl("get", "cm", "a", "-n", ns, "-o", "jsonpath={.data.x}").stdout
@@ -782,47 +781,20 @@ def test_get_watch_output_events(apiserver: ApiServerProc, ns: str) -> None:
         w.expect(lambda t: t[:2] == ["DELETED", "p1"], "DELETED p1")
     finally:
         w.close()
-    # Watch of a single named object with JSON events.
+    # Watch of a single named object, with JSON events.
     w = Watcher(apiserver, "get", "pod", "p0", "-n", ns, "-w", "--output-watch-events", "-o", "json")
     try:
-        buf = ""
+        added = w.next_json()
+        assert added["type"] == "ADDED"
+        assert added["object"]["metadata"]["name"] == "p0"
+        assert "seen" not in added["object"]["metadata"].get("labels", {})
         apiserver.kubectl("label", "pod", "p0", "-n", ns, "seen=yes")
-        deadline = time.monotonic() + 15
-        events: list[dict[str, Any]] = []
-        while time.monotonic() < deadline and not any(e.get("type") == "MODIFIED" for e in events):
-            try:
-                buf += w.lines.get(timeout=max(0.01, deadline - time.monotonic())) + "\n"
-            except queue.Empty:
-                break
-            events = [json.loads(m) for m in _json_docs(buf)]
-        types = [e["type"] for e in events]
-        assert types[0] == "ADDED"
-        assert "MODIFIED" in types
-        mod = next(e for e in events if e["type"] == "MODIFIED")
+        mod = w.next_json()
+        assert mod["type"] == "MODIFIED"
+        assert mod["object"]["kind"] == "Pod"
         assert mod["object"]["metadata"]["labels"]["seen"] == "yes"
     finally:
         w.close()
-
-
-def _json_docs(buf: str) -> list[str]:
-    docs, depth, start, in_str, esc = [], 0, None, False, False
-    for i, ch in enumerate(buf):
-        if in_str:
-            esc = (not esc) and ch == "\\"
-            if ch == '"' and not esc:
-                in_str = False
-            continue
-        if ch == '"':
-            in_str = True
-        elif ch == "{":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0 and start is not None:
-                docs.append(buf[start : i + 1])
-    return docs
 
 
 # ---- describe ----------------------------------------------------------------------------------
@@ -1003,7 +975,7 @@ def test_scale(apiserver: ApiServerProc, ns: str) -> None:
     assert kjson(apiserver, "get", "deploy", "web", "-n", ns)["spec"]["replicas"] == 4
     # --current-replicas is a precondition.
     err = fails(apiserver, "scale", "deployment/web", "-n", ns, "--current-replicas=1", "--replicas=3")
-    assert "expected replicas to be 1, was 4" in err
+    assert "Expected replicas to be 1, was 4" in err
     apiserver.kubectl("scale", "deployment/web", "-n", ns, "--current-replicas=4", "--replicas=0")
     row = by_name(table(apiserver.kubectl("get", "deploy", "-n", ns).stdout))["web"]
     assert row["READY"] == "0/0"
@@ -1015,16 +987,19 @@ def test_scale(apiserver: ApiServerProc, ns: str) -> None:
 def test_delete_objects(apiserver: ApiServerProc, ns: str, tmp_path: Path) -> None:
     apply(apiserver, [configmap("one", ns), configmap("two", ns), device("dv", ns)])
     out = apiserver.kubectl("delete", "cm", "one", "-n", ns).stdout
-    assert out.strip() == 'configmap "one" deleted'
+    assert out.strip() == f'configmap "one" deleted from {ns} namespace'
     assert "NotFound" in fails(apiserver, "get", "cm", "one", "-n", ns)
     out = apiserver.kubectl("delete", "device", "dv", "-n", ns).stdout
-    assert out.strip() == 'device.devices.kubeedge.io "dv" deleted'
+    assert out.strip() == f'device.devices.kubeedge.io "dv" deleted from {ns} namespace'
     # delete -f
     f = tmp_path / "objs.yaml"
     f.write_text(yaml.safe_dump_all([configmap("f1", ns), service("f2", ns)]))
     apiserver.kubectl("apply", "-f", str(f))
     out = apiserver.kubectl("delete", "-f", str(f)).stdout
-    assert out.splitlines() == ['configmap "f1" deleted', 'service "f2" deleted']
+    assert out.splitlines() == [
+        f'configmap "f1" deleted from {ns} namespace',
+        f'service "f2" deleted from {ns} namespace',
+    ]
     assert apiserver.kubectl("get", "cm,svc", "-n", ns, "-o", "name").stdout.split() == ["configmap/two"]
     # delete -l
     apply(
@@ -1033,7 +1008,7 @@ def test_delete_objects(apiserver: ApiServerProc, ns: str, tmp_path: Path) -> No
         + [configmap("keep", ns, labels={"batch": "y"})],
     )
     out = apiserver.kubectl("delete", "cm", "-n", ns, "-l", "batch=x").stdout
-    assert sorted(out.splitlines()) == [f'configmap "l{i}" deleted' for i in range(3)]
+    assert sorted(out.splitlines()) == [f'configmap "l{i}" deleted from {ns} namespace' for i in range(3)]
     assert apiserver.kubectl("get", "cm", "-n", ns, "-o", "name").stdout.split() == [
         "configmap/keep",
         "configmap/two",

@@ -682,6 +682,9 @@ def test_too_old_resource_version_is_410_and_relist_recovers(small_v1: client.Co
     ns = uniq("gone")
     v1.create_namespace({"metadata": {"name": ns}})
     old_rv = v1.create_namespaced_config_map(ns, {"metadata": {"name": "first"}}).metadata.resource_version
+    v1.create_namespaced_config_map(ns, {"metadata": {"name": "second"}})
+    token = v1.list_namespaced_config_map(ns, limit=1).metadata.var_continue
+    assert token
     for i in range(20):
         v1.create_namespaced_config_map(ns, {"metadata": {"name": f"fill-{i}"}})
 
@@ -703,9 +706,12 @@ def test_too_old_resource_version_is_410_and_relist_recovers(small_v1: client.Co
         lambda: v1.list_namespaced_config_map(ns, resource_version=old_rv, resource_version_match="Exact")
     )
     assert status == 410 and body["reason"] in ("Expired", "Gone")
+    # So is continuing a paginated list whose snapshot is gone.
+    status, body = api_error(lambda: v1.list_namespaced_config_map(ns, limit=1, _continue=token))
+    assert status == 410 and body["kind"] == "Status"
     # Recovery, as informers do it: re-list, then watch from the list's revision.
     lst = v1.list_namespaced_config_map(ns)
-    assert len(lst.items) == 21
+    assert len(lst.items) == 22
     v1.create_namespaced_config_map(ns, {"metadata": {"name": "after-relist"}})
     w = watch.Watch()
     for ev in w.stream(
