@@ -25,13 +25,14 @@ Mapping to JSON (what Go's encoding/json would print for the same object):
 * ``bytes`` (and ``map<string, bytes>`` values, e.g. ``Secret.data``) -> base64 strings, like Go's ``[]byte``.
 * int32/int64 -> int, bool -> bool; repeated scalars are accepted packed and unpacked.
 
-Presence rule ("omitempty"): proto2 writes every non-pointer Go field, even when empty, while JSON drops
-most of them with ``omitempty``.  Which field has ``omitempty`` is not in the .proto, so the decoder uses
-one rule: a decoded field whose value is ``""`` (string or bytes), or a list or map with no element, is
-left out; numeric zeros and ``false`` are KEPT, because pointer fields (``replicas: 0``,
-``automountServiceAccountToken: false``) carry meaning and non-pointer zeros mean the same as absent to
-the API anyway.  Map values and list items are never dropped.  Empty embedded messages are kept (``{}``),
-which is what Go's JSON prints for a non-pointer struct.
+Presence rule ("omitempty"): gogo-protobuf writes every non-pointer Go field, even when empty, while Go's
+JSON drops most of them with ``omitempty``; the .proto does not say which.  So: a decoded ``""`` (string,
+bytes, quantity) or a list or map without elements is left out.  A numeric zero or ``false`` is KEPT,
+because pointer fields carry meaning (``replicas: 0``, ``automountServiceAccountToken: false``), except
+for the fields the schema marks ``oint``/``obool`` (non-pointer, omitempty: ``hostPort``, probe
+thresholds, ``stdin``, status counters...), whose zero is dropped exactly as Go's JSON drops it, so
+server-side defaulting sees them unset.  Map values and list items are never dropped.  Empty embedded
+messages are kept (``{}``), as Go's JSON prints a non-pointer struct.
 
 Robustness: unknown field numbers are skipped (newer clients may send fields this table lacks); a field
 whose wire type contradicts the schema, a truncated varint or length, or a length past the end raises
@@ -64,7 +65,10 @@ class _Malformed(Exception):
 # Schema.  "N:name:type" per field, N the proto field number, name the JSON name.  type defaults to str:
 #   str bytes bool int (int32/int64) time mtime (MicroTime) dur qty (Quantity) ios (IntOrString)
 #   raw (RawExtension) fieldsv1, or a message name;  "[]T" repeated;  "{T}" map<string, T>;
-#   "N:^Msg" embeds Msg's fields into the parent (Go struct embedded with `json:",inline"`).
+#   "N:^Msg" embeds Msg's fields into the parent (Go struct embedded with `json:",inline"`);
+#   oint/obool: a non-pointer Go field tagged omitempty, whose zero proto2 still writes but means "unset"
+#   (e.g. Probe.timeoutSeconds: server defaulting must see it absent).  Plain int/bool are Go pointers
+#   (replicas, runAsUser: an explicit 0/false matters) or fields without omitempty (exitCode): kept.
 # Messages of other API groups that collide with core names carry a "group." prefix.
 # --------------------------------------------------------------------------------------------------------------
 
@@ -75,7 +79,7 @@ _CONTAINER = (
     " 9:volumeMounts:[]VolumeMount 21:volumeDevices:[]VolumeDevice 10:livenessProbe:Probe"
     " 11:readinessProbe:Probe 22:startupProbe:Probe 12:lifecycle:Lifecycle 13:terminationMessagePath"
     " 20:terminationMessagePolicy 14:imagePullPolicy 15:securityContext:SecurityContext"
-    " 16:stdin:bool 17:stdinOnce:bool 18:tty:bool"
+    " 16:stdin:obool 17:stdinOnce:obool 18:tty:obool"
 )
 _OBJ = "1:metadata:ObjectMeta"  # every top-level object starts with it
 _CONDITION = "1:type 2:status 3:lastTransitionTime:time 4:reason 5:message"
@@ -87,7 +91,7 @@ _ROLLING = "1:maxUnavailable:ios 2:maxSurge:ios"
 SCHEMA: Final[dict[str, str]] = {
     # ---- k8s.io/apimachinery meta/v1 -------------------------------------------------------------------------
     "ObjectMeta": (
-        "1:name 2:generateName 3:namespace 4:selfLink 5:uid 6:resourceVersion 7:generation:int"
+        "1:name 2:generateName 3:namespace 4:selfLink 5:uid 6:resourceVersion 7:generation:oint"
         " 8:creationTimestamp:time 9:deletionTimestamp:time 10:deletionGracePeriodSeconds:int"
         " 11:labels:{str} 12:annotations:{str} 13:ownerReferences:[]OwnerReference 14:finalizers:[]str"
         " 17:managedFields:[]ManagedFieldsEntry"
@@ -98,7 +102,7 @@ SCHEMA: Final[dict[str, str]] = {
     ),
     "LabelSelector": "1:matchLabels:{str} 2:matchExpressions:[]LabelSelectorRequirement",
     "LabelSelectorRequirement": "1:key 2:operator 3:values:[]str",
-    "Condition": "1:type 2:status 3:observedGeneration:int 4:lastTransitionTime:time 5:reason 6:message",
+    "Condition": "1:type 2:status 3:observedGeneration:oint 4:lastTransitionTime:time 5:reason 6:message",
     "DeleteOptions": (
         "1:gracePeriodSeconds:int 2:preconditions:Preconditions 3:orphanDependents:bool 4:propagationPolicy"
         " 5:dryRun:[]str 6:ignoreStoreReadErrorWithClusterBreakingPotential:bool"
@@ -114,7 +118,7 @@ SCHEMA: Final[dict[str, str]] = {
     "Endpoints": f"{_OBJ} 2:subsets:[]EndpointSubset",
     "Event": (
         f"{_OBJ} 2:involvedObject:ObjectReference 3:reason 4:message 5:source:EventSource"
-        " 6:firstTimestamp:time 7:lastTimestamp:time 8:count:int 9:type 10:eventTime:mtime"
+        " 6:firstTimestamp:time 7:lastTimestamp:time 8:count:oint 9:type 10:eventTime:mtime"
         " 11:series:EventSeries 12:action 13:related:ObjectReference 14:reportingComponent 15:reportingInstance"
     ),
     "ServiceAccount": (
@@ -134,7 +138,7 @@ SCHEMA: Final[dict[str, str]] = {
     "NamespaceStatus": "1:phase 2:conditions:[]NamespaceCondition",
     "NamespaceCondition": "1:type 2:status 4:lastTransitionTime:time 5:reason 6:message",
     "NodeSpec": (
-        "1:podCIDR 7:podCIDRs:[]str 3:providerID 4:unschedulable:bool 5:taints:[]Taint"
+        "1:podCIDR 7:podCIDRs:[]str 3:providerID 4:unschedulable:obool 5:taints:[]Taint"
         " 6:configSource:NodeConfigSource 2:externalID"
     ),
     "Taint": "1:key 2:value 3:effect 4:timeAdded:time",
@@ -157,7 +161,7 @@ SCHEMA: Final[dict[str, str]] = {
         " 7:kubeletVersion 8:kubeProxyVersion 9:operatingSystem 10:architecture 11:swap:NodeSwapStatus"
     ),
     "NodeSwapStatus": "1:capacity:int",
-    "ContainerImage": "1:names:[]str 2:sizeBytes:int",
+    "ContainerImage": "1:names:[]str 2:sizeBytes:oint",
     "AttachedVolume": "1:name 2:devicePath",
     "NodeConfigStatus": (
         "1:assigned:NodeConfigSource 2:active:NodeConfigSource 3:lastKnownGood:NodeConfigSource 4:error"
@@ -171,8 +175,8 @@ SCHEMA: Final[dict[str, str]] = {
         "1:volumes:[]Volume 20:initContainers:[]Container 2:containers:[]Container"
         " 34:ephemeralContainers:[]EphemeralContainer 3:restartPolicy 4:terminationGracePeriodSeconds:int"
         " 5:activeDeadlineSeconds:int 6:dnsPolicy 7:nodeSelector:{str} 8:serviceAccountName"
-        " 9:serviceAccount 21:automountServiceAccountToken:bool 10:nodeName 11:hostNetwork:bool"
-        " 12:hostPID:bool 13:hostIPC:bool 27:shareProcessNamespace:bool 14:securityContext:PodSecurityContext"
+        " 9:serviceAccount 21:automountServiceAccountToken:bool 10:nodeName 11:hostNetwork:obool"
+        " 12:hostPID:obool 13:hostIPC:obool 27:shareProcessNamespace:bool 14:securityContext:PodSecurityContext"
         " 15:imagePullSecrets:[]LocalObjectReference 16:hostname 17:subdomain 18:affinity:Affinity"
         " 19:schedulerName 22:tolerations:[]Toleration 23:hostAliases:[]HostAlias 24:priorityClassName"
         " 25:priority:int 26:dnsConfig:PodDNSConfig 28:readinessGates:[]PodReadinessGate 29:runtimeClassName"
@@ -184,7 +188,7 @@ SCHEMA: Final[dict[str, str]] = {
     "Container": _CONTAINER,
     "EphemeralContainer": "1:^EphemeralContainerCommon 2:targetContainerName",
     "EphemeralContainerCommon": _CONTAINER,  # a field-for-field copy of Container
-    "ContainerPort": "1:name 2:hostPort:int 3:containerPort:int 4:protocol 5:hostIP",
+    "ContainerPort": "1:name 2:hostPort:oint 3:containerPort:int 4:protocol 5:hostIP",
     "ContainerResizePolicy": "1:resourceName 2:restartPolicy",
     "ContainerRestartRule": "1:action 2:exitCodes:ContainerRestartRuleOnExitCodes",
     "ContainerRestartRuleOnExitCodes": "1:operator 2:values:[]int",
@@ -205,12 +209,12 @@ SCHEMA: Final[dict[str, str]] = {
     "ResourceRequirements": "1:limits:{qty} 2:requests:{qty} 3:claims:[]ResourceClaim",
     "ResourceClaim": "1:name 2:request",
     "VolumeMount": (
-        "1:name 2:readOnly:bool 7:recursiveReadOnly 3:mountPath 4:subPath 5:mountPropagation 6:subPathExpr"
+        "1:name 2:readOnly:obool 7:recursiveReadOnly 3:mountPath 4:subPath 5:mountPropagation 6:subPathExpr"
     ),
     "VolumeDevice": "1:name 2:devicePath",
     "Probe": (
-        "1:^ProbeHandler 2:initialDelaySeconds:int 3:timeoutSeconds:int 4:periodSeconds:int"
-        " 5:successThreshold:int 6:failureThreshold:int 7:terminationGracePeriodSeconds:int"
+        "1:^ProbeHandler 2:initialDelaySeconds:oint 3:timeoutSeconds:oint 4:periodSeconds:oint"
+        " 5:successThreshold:oint 6:failureThreshold:oint 7:terminationGracePeriodSeconds:int"
     ),
     "ProbeHandler": "1:exec:ExecAction 2:httpGet:HTTPGetAction 3:tcpSocket:TCPSocketAction 4:grpc:GRPCAction",
     "ExecAction": "1:command:[]str",
@@ -298,41 +302,41 @@ SCHEMA: Final[dict[str, str]] = {
     ),
     "HostPathVolumeSource": "1:path 2:type",
     "EmptyDirVolumeSource": "1:medium 2:sizeLimit:qty",
-    "GCEPersistentDiskVolumeSource": "1:pdName 2:fsType 3:partition:int 4:readOnly:bool",
-    "AWSElasticBlockStoreVolumeSource": "1:volumeID 2:fsType 3:partition:int 4:readOnly:bool",
+    "GCEPersistentDiskVolumeSource": "1:pdName 2:fsType 3:partition:oint 4:readOnly:obool",
+    "AWSElasticBlockStoreVolumeSource": "1:volumeID 2:fsType 3:partition:oint 4:readOnly:obool",
     "GitRepoVolumeSource": "1:repository 2:revision 3:directory",
     "SecretVolumeSource": "1:secretName 2:items:[]KeyToPath 3:defaultMode:int 4:optional:bool",
     "KeyToPath": "1:key 2:path 3:mode:int",
-    "NFSVolumeSource": "1:server 2:path 3:readOnly:bool",
+    "NFSVolumeSource": "1:server 2:path 3:readOnly:obool",
     "ISCSIVolumeSource": (
-        "1:targetPortal 2:iqn 3:lun:int 4:iscsiInterface 5:fsType 6:readOnly:bool 7:portals:[]str"
-        " 8:chapAuthDiscovery:bool 11:chapAuthSession:bool 10:secretRef:LocalObjectReference 12:initiatorName"
+        "1:targetPortal 2:iqn 3:lun:int 4:iscsiInterface 5:fsType 6:readOnly:obool 7:portals:[]str"
+        " 8:chapAuthDiscovery:obool 11:chapAuthSession:obool 10:secretRef:LocalObjectReference 12:initiatorName"
     ),
-    "GlusterfsVolumeSource": "1:endpoints 2:path 3:readOnly:bool",
-    "PersistentVolumeClaimVolumeSource": "1:claimName 2:readOnly:bool",
+    "GlusterfsVolumeSource": "1:endpoints 2:path 3:readOnly:obool",
+    "PersistentVolumeClaimVolumeSource": "1:claimName 2:readOnly:obool",
     "RBDVolumeSource": (
         "1:monitors:[]str 2:image 3:fsType 4:pool 5:user 6:keyring 7:secretRef:LocalObjectReference"
-        " 8:readOnly:bool"
+        " 8:readOnly:obool"
     ),
     "FlexVolumeSource": (
-        "1:driver 2:fsType 3:secretRef:LocalObjectReference 4:readOnly:bool 5:options:{str}"
+        "1:driver 2:fsType 3:secretRef:LocalObjectReference 4:readOnly:obool 5:options:{str}"
     ),
-    "CinderVolumeSource": "1:volumeID 2:fsType 3:readOnly:bool 4:secretRef:LocalObjectReference",
+    "CinderVolumeSource": "1:volumeID 2:fsType 3:readOnly:obool 4:secretRef:LocalObjectReference",
     "CephFSVolumeSource": (
-        "1:monitors:[]str 2:path 3:user 4:secretFile 5:secretRef:LocalObjectReference 6:readOnly:bool"
+        "1:monitors:[]str 2:path 3:user 4:secretFile 5:secretRef:LocalObjectReference 6:readOnly:obool"
     ),
     "FlockerVolumeSource": "1:datasetName 2:datasetUUID",
     "DownwardAPIVolumeSource": "1:items:[]DownwardAPIVolumeFile 2:defaultMode:int",
     "DownwardAPIVolumeFile": (
         "1:path 2:fieldRef:ObjectFieldSelector 3:resourceFieldRef:ResourceFieldSelector 4:mode:int"
     ),
-    "FCVolumeSource": "1:targetWWNs:[]str 2:lun:int 3:fsType 4:readOnly:bool 5:wwids:[]str",
-    "AzureFileVolumeSource": "1:secretName 2:shareName 3:readOnly:bool",
+    "FCVolumeSource": "1:targetWWNs:[]str 2:lun:int 3:fsType 4:readOnly:obool 5:wwids:[]str",
+    "AzureFileVolumeSource": "1:secretName 2:shareName 3:readOnly:obool",
     "ConfigMapVolumeSource": (
         "1:^LocalObjectReference 2:items:[]KeyToPath 3:defaultMode:int 4:optional:bool"
     ),
     "VsphereVirtualDiskVolumeSource": "1:volumePath 2:fsType 3:storagePolicyName 4:storagePolicyID",
-    "QuobyteVolumeSource": "1:registry 2:volume 3:readOnly:bool 4:user 5:group 6:tenant",
+    "QuobyteVolumeSource": "1:registry 2:volume 3:readOnly:obool 4:user 5:group 6:tenant",
     "AzureDiskVolumeSource": "1:diskName 2:diskURI 3:cachingMode 4:fsType 5:readOnly:bool 6:kind",
     "PhotonPersistentDiskVolumeSource": "1:pdID 2:fsType",
     "ProjectedVolumeSource": "1:sources:[]VolumeProjection 2:defaultMode:int",
@@ -352,13 +356,13 @@ SCHEMA: Final[dict[str, str]] = {
         "1:signerName 2:keyType 3:maxExpirationSeconds:int 4:credentialBundlePath 5:keyPath"
         " 6:certificateChainPath 7:userAnnotations:{str}"
     ),
-    "PortworxVolumeSource": "1:volumeID 2:fsType 3:readOnly:bool",
+    "PortworxVolumeSource": "1:volumeID 2:fsType 3:readOnly:obool",
     "ScaleIOVolumeSource": (
-        "1:gateway 2:system 3:secretRef:LocalObjectReference 4:sslEnabled:bool 5:protectionDomain"
-        " 6:storagePool 7:storageMode 8:volumeName 9:fsType 10:readOnly:bool"
+        "1:gateway 2:system 3:secretRef:LocalObjectReference 4:sslEnabled:obool 5:protectionDomain"
+        " 6:storagePool 7:storageMode 8:volumeName 9:fsType 10:readOnly:obool"
     ),
     "StorageOSVolumeSource": (
-        "1:volumeName 2:volumeNamespace 3:fsType 4:readOnly:bool 5:secretRef:LocalObjectReference"
+        "1:volumeName 2:volumeNamespace 3:fsType 4:readOnly:obool 5:secretRef:LocalObjectReference"
     ),
     "CSIVolumeSource": (
         "1:driver 2:readOnly:bool 3:fsType 4:volumeAttributes:{str} 5:nodePublishSecretRef:LocalObjectReference"
@@ -368,7 +372,7 @@ SCHEMA: Final[dict[str, str]] = {
     "ImageVolumeSource": "1:reference 2:pullPolicy",
     # ---- core/v1: pod status ---------------------------------------------------------------------------------
     "PodStatus": (
-        "17:observedGeneration:int 1:phase 2:conditions:[]PodCondition 3:message 4:reason"
+        "17:observedGeneration:oint 1:phase 2:conditions:[]PodCondition 3:message 4:reason"
         " 11:nominatedNodeName 5:hostIP 16:hostIPs:[]HostIP 6:podIP 12:podIPs:[]PodIP 7:startTime:time"
         " 10:initContainerStatuses:[]ContainerStatus 8:containerStatuses:[]ContainerStatus 9:qosClass"
         " 13:ephemeralContainerStatuses:[]ContainerStatus 14:resize"
@@ -377,7 +381,7 @@ SCHEMA: Final[dict[str, str]] = {
         " 20:resources:ResourceRequirements"
     ),
     "PodCondition": (
-        "1:type 7:observedGeneration:int 2:status 3:lastProbeTime:time 4:lastTransitionTime:time"
+        "1:type 7:observedGeneration:oint 2:status 3:lastProbeTime:time 4:lastTransitionTime:time"
         " 5:reason 6:message"
     ),
     "HostIP": "1:ip",
@@ -394,9 +398,9 @@ SCHEMA: Final[dict[str, str]] = {
     "ContainerStateWaiting": "1:reason 2:message",
     "ContainerStateRunning": "1:startedAt:time",
     "ContainerStateTerminated": (
-        "1:exitCode:int 2:signal:int 3:reason 4:message 5:startedAt:time 6:finishedAt:time 7:containerID"
+        "1:exitCode:int 2:signal:oint 3:reason 4:message 5:startedAt:time 6:finishedAt:time 7:containerID"
     ),
-    "VolumeMountStatus": "1:name 2:mountPath 3:readOnly:bool 4:recursiveReadOnly 5:volumeStatus:VolumeStatus",
+    "VolumeMountStatus": "1:name 2:mountPath 3:readOnly:obool 4:recursiveReadOnly 5:volumeStatus:VolumeStatus",
     "VolumeStatus": "1:image:ImageVolumeStatus",
     "ImageVolumeStatus": "1:imageRef",
     "ContainerUser": "1:linux:LinuxContainerUser",
@@ -412,12 +416,12 @@ SCHEMA: Final[dict[str, str]] = {
     "ServiceSpec": (
         "1:ports:[]ServicePort 2:selector:{str} 3:clusterIP 18:clusterIPs:[]str 4:type 5:externalIPs:[]str"
         " 7:sessionAffinity 8:loadBalancerIP 9:loadBalancerSourceRanges:[]str 10:externalName"
-        " 11:externalTrafficPolicy 12:healthCheckNodePort:int 13:publishNotReadyAddresses:bool"
+        " 11:externalTrafficPolicy 12:healthCheckNodePort:oint 13:publishNotReadyAddresses:obool"
         " 14:sessionAffinityConfig:SessionAffinityConfig 19:ipFamilies:[]str 17:ipFamilyPolicy"
         " 20:allocateLoadBalancerNodePorts:bool 21:loadBalancerClass 22:internalTrafficPolicy"
         " 23:trafficDistribution"
     ),
-    "ServicePort": "1:name 2:protocol 6:appProtocol 3:port:int 4:targetPort:ios 5:nodePort:int",
+    "ServicePort": "1:name 2:protocol 6:appProtocol 3:port:int 4:targetPort:ios 5:nodePort:oint",
     "SessionAffinityConfig": "1:clientIP:ClientIPConfig",
     "ClientIPConfig": "1:timeoutSeconds:int",
     "ServiceStatus": "1:loadBalancer:LoadBalancerStatus 2:conditions:[]Condition",
@@ -431,7 +435,7 @@ SCHEMA: Final[dict[str, str]] = {
     "EndpointPort": "1:name 2:port:int 3:protocol 4:appProtocol",
     "ObjectReference": "1:kind 2:namespace 3:name 4:uid 5:apiVersion 6:resourceVersion 7:fieldPath",
     "EventSource": "1:component 2:host",
-    "EventSeries": "1:count:int 2:lastObservedTime:mtime",
+    "EventSeries": "1:count:oint 2:lastObservedTime:mtime",
     "PersistentVolumeClaimSpec": (
         "1:accessModes:[]str 4:selector:LabelSelector 2:resources:VolumeResourceRequirements 3:volumeName"
         " 5:storageClassName 6:volumeMode 7:dataSource:TypedLocalObjectReference"
@@ -448,11 +452,11 @@ SCHEMA: Final[dict[str, str]] = {
     "PersistentVolumeClaimCondition": _CONDITION_PROBED,
     "ModifyVolumeStatus": "1:targetVolumeAttributesClassName 2:status",
     "ReplicationControllerSpec": (
-        "1:replicas:int 4:minReadySeconds:int 2:selector:{str} 3:template:PodTemplateSpec"
+        "1:replicas:int 4:minReadySeconds:oint 2:selector:{str} 3:template:PodTemplateSpec"
     ),
     "ReplicationControllerStatus": (
-        "1:replicas:int 2:fullyLabeledReplicas:int 4:readyReplicas:int 5:availableReplicas:int"
-        " 3:observedGeneration:int 6:conditions:[]WorkloadCondition"
+        "1:replicas:int 2:fullyLabeledReplicas:oint 4:readyReplicas:oint 5:availableReplicas:oint"
+        " 3:observedGeneration:oint 6:conditions:[]WorkloadCondition"
     ),
     "LimitRangeSpec": "1:limits:[]LimitRangeItem",
     "LimitRangeItem": (
@@ -468,14 +472,14 @@ SCHEMA: Final[dict[str, str]] = {
     "Deployment": f"{_OBJ} 2:spec:DeploymentSpec 3:status:DeploymentStatus",
     "DeploymentSpec": (
         "1:replicas:int 2:selector:LabelSelector 3:template:PodTemplateSpec 4:strategy:DeploymentStrategy"
-        " 5:minReadySeconds:int 6:revisionHistoryLimit:int 7:paused:bool 9:progressDeadlineSeconds:int"
+        " 5:minReadySeconds:oint 6:revisionHistoryLimit:int 7:paused:obool 9:progressDeadlineSeconds:int"
         " 10:podReplacementPolicy"
     ),
     "DeploymentStrategy": "1:type 2:rollingUpdate:RollingUpdateDeployment",
     "RollingUpdateDeployment": _ROLLING,
     "DeploymentStatus": (
-        "1:observedGeneration:int 2:replicas:int 3:updatedReplicas:int 7:readyReplicas:int"
-        " 4:availableReplicas:int 5:unavailableReplicas:int 9:terminatingReplicas:int"
+        "1:observedGeneration:oint 2:replicas:oint 3:updatedReplicas:oint 7:readyReplicas:oint"
+        " 4:availableReplicas:oint 5:unavailableReplicas:oint 9:terminatingReplicas:int"
         " 6:conditions:[]DeploymentCondition 8:collisionCount:int"
     ),
     "DeploymentCondition": (
@@ -483,29 +487,29 @@ SCHEMA: Final[dict[str, str]] = {
     ),
     "ReplicaSet": f"{_OBJ} 2:spec:ReplicaSetSpec 3:status:ReplicaSetStatus",
     "ReplicaSetSpec": (
-        "1:replicas:int 4:minReadySeconds:int 2:selector:LabelSelector 3:template:PodTemplateSpec"
+        "1:replicas:int 4:minReadySeconds:oint 2:selector:LabelSelector 3:template:PodTemplateSpec"
     ),
     "ReplicaSetStatus": (
-        "1:replicas:int 2:fullyLabeledReplicas:int 4:readyReplicas:int 5:availableReplicas:int"
-        " 7:terminatingReplicas:int 3:observedGeneration:int 6:conditions:[]WorkloadCondition"
+        "1:replicas:int 2:fullyLabeledReplicas:oint 4:readyReplicas:oint 5:availableReplicas:oint"
+        " 7:terminatingReplicas:int 3:observedGeneration:oint 6:conditions:[]WorkloadCondition"
     ),
     "DaemonSet": f"{_OBJ} 2:spec:DaemonSetSpec 3:status:DaemonSetStatus",
     "DaemonSetSpec": (
         "1:selector:LabelSelector 2:template:PodTemplateSpec 3:updateStrategy:DaemonSetUpdateStrategy"
-        " 4:minReadySeconds:int 6:revisionHistoryLimit:int"
+        " 4:minReadySeconds:oint 6:revisionHistoryLimit:int"
     ),
     "DaemonSetUpdateStrategy": "1:type 2:rollingUpdate:RollingUpdateDaemonSet",
     "RollingUpdateDaemonSet": _ROLLING,
     "DaemonSetStatus": (
         "1:currentNumberScheduled:int 2:numberMisscheduled:int 3:desiredNumberScheduled:int"
-        " 4:numberReady:int 5:observedGeneration:int 6:updatedNumberScheduled:int 7:numberAvailable:int"
-        " 8:numberUnavailable:int 9:collisionCount:int 10:conditions:[]WorkloadCondition"
+        " 4:numberReady:int 5:observedGeneration:oint 6:updatedNumberScheduled:oint 7:numberAvailable:oint"
+        " 8:numberUnavailable:oint 9:collisionCount:int 10:conditions:[]WorkloadCondition"
     ),
     "StatefulSet": f"{_OBJ} 2:spec:StatefulSetSpec 3:status:StatefulSetStatus",
     "StatefulSetSpec": (
         "1:replicas:int 2:selector:LabelSelector 3:template:PodTemplateSpec"
         " 4:volumeClaimTemplates:[]PersistentVolumeClaim 5:serviceName 6:podManagementPolicy"
-        " 7:updateStrategy:StatefulSetUpdateStrategy 8:revisionHistoryLimit:int 9:minReadySeconds:int"
+        " 7:updateStrategy:StatefulSetUpdateStrategy 8:revisionHistoryLimit:int 9:minReadySeconds:oint"
         " 10:persistentVolumeClaimRetentionPolicy:StatefulSetPersistentVolumeClaimRetentionPolicy"
         " 11:ordinals:StatefulSetOrdinals"
     ),
@@ -514,8 +518,8 @@ SCHEMA: Final[dict[str, str]] = {
     "StatefulSetPersistentVolumeClaimRetentionPolicy": "1:whenDeleted 2:whenScaled",
     "StatefulSetOrdinals": "1:start:int",
     "StatefulSetStatus": (
-        "1:observedGeneration:int 2:replicas:int 3:readyReplicas:int 4:currentReplicas:int"
-        " 5:updatedReplicas:int 6:currentRevision 7:updateRevision 9:collisionCount:int"
+        "1:observedGeneration:oint 2:replicas:int 3:readyReplicas:oint 4:currentReplicas:oint"
+        " 5:updatedReplicas:oint 6:currentRevision 7:updateRevision 9:collisionCount:int"
         " 10:conditions:[]WorkloadCondition 11:availableReplicas:int"
     ),
     "ControllerRevision": f"{_OBJ} 2:data:raw 3:revision:int",
@@ -528,8 +532,8 @@ SCHEMA: Final[dict[str, str]] = {
         " 8:ttlSecondsAfterFinished:int 9:completionMode 10:suspend:bool 14:podReplacementPolicy 15:managedBy"
     ),
     "JobStatus": (
-        "1:conditions:[]JobCondition 2:startTime:time 3:completionTime:time 4:active:int 5:succeeded:int"
-        " 6:failed:int 11:terminating:int 7:completedIndexes 10:failedIndexes"
+        "1:conditions:[]JobCondition 2:startTime:time 3:completionTime:time 4:active:oint 5:succeeded:oint"
+        " 6:failed:oint 11:terminating:int 7:completedIndexes 10:failedIndexes"
         " 8:uncountedTerminatedPods:UncountedTerminatedPods 9:ready:int"
     ),
     "JobCondition": _CONDITION_PROBED,
@@ -575,7 +579,7 @@ SCHEMA: Final[dict[str, str]] = {
     "BoundObjectReference": "1:kind 2:apiVersion 3:name 4:uid",  # proto names: aPIVersion, uID
     "TokenRequestStatus": "1:token 2:expirationTimestamp:time",
     "Scale": f"{_OBJ} 2:spec:ScaleSpec 3:status:ScaleStatus",
-    "ScaleSpec": "1:replicas:int",
+    "ScaleSpec": "1:replicas:oint",
     "ScaleStatus": "1:replicas:int 2:selector",
 }
 
@@ -608,12 +612,31 @@ KINDS: Final[dict[tuple[str, str], str]] = {
 # Kinds are small ints so the hot loop dispatches on int compares, not strings.
 # --------------------------------------------------------------------------------------------------------------
 
-(_STR, _BYTES, _BOOL, _INT, _TIME, _MTIME, _DUR, _QTY, _IOS, _RAW, _FIELDSV1, _MSG, _INLINE, _MAP) = range(14)
+(
+    _STR,
+    _BYTES,
+    _BOOL,
+    _INT,
+    _OBOOL,
+    _OINT,
+    _TIME,
+    _MTIME,
+    _DUR,
+    _QTY,
+    _IOS,
+    _RAW,
+    _FIELDSV1,
+    _MSG,
+    _INLINE,
+    _MAP,
+) = range(16)
 _SCALARS: Final = {
     "str": _STR,
     "bytes": _BYTES,
     "bool": _BOOL,
     "int": _INT,
+    "obool": _OBOOL,
+    "oint": _OINT,
     "time": _TIME,
     "mtime": _MTIME,
     "dur": _DUR,
@@ -623,6 +646,7 @@ _SCALARS: Final = {
     "fieldsv1": _FIELDSV1,
 }
 _MAP_VALUES: Final = {"str": _STR, "bytes": _BYTES, "qty": _QTY}
+_INT_OR_BOOL: Final = tuple(k in (_INT, _OINT, _BOOL, _OBOOL) for k in range(_MAP + 1))
 
 # sub: the message name for _MSG/_INLINE, the value kind (int) or message name (str) for _MAP.
 _Field = tuple[str, int, str | int | None, bool]
@@ -861,9 +885,15 @@ def _decode_message(buf: bytes, pos: int, end: int, msg: str, out: Obj, path: st
                 continue
             name, kind, sub, repeated = field
             if wire == 2:
-                vend, pos = _length(buf, pos, end)
+                if pos < end and buf[pos] < 0x80:  # lengths below 128: the common case, inlined
+                    vend = pos + 1 + buf[pos]
+                    pos += 1
+                    if vend > end:
+                        raise _Malformed(f"length {vend - pos} runs past the end of the message")
+                else:
+                    vend, pos = _length(buf, pos, end)
                 if kind == _STR:
-                    value: Any = _text(buf, pos, vend)
+                    value: Any = buf[pos:vend].decode("utf-8", "replace")
                 elif kind == _MSG:
                     assert isinstance(sub, str)
                     if repeated:
@@ -899,7 +929,7 @@ def _decode_message(buf: bytes, pos: int, end: int, msg: str, out: Obj, path: st
                     value = _embedded_json(_single_bytes(buf, pos, vend))
                 elif kind == _DUR:
                     value = go_duration(_pair(buf, pos, vend)[0])
-                elif repeated and (kind == _INT or kind == _BOOL):  # packed repeated varints
+                elif repeated and _INT_OR_BOOL[kind]:  # packed repeated varints
                     items = out.setdefault(name, [])
                     while pos < vend:
                         v, pos = _varint(buf, pos, vend)
@@ -910,9 +940,15 @@ def _decode_message(buf: bytes, pos: int, end: int, msg: str, out: Obj, path: st
                 else:
                     raise _Malformed(f"wire type 2 for a {_kind_name(kind)} field")
                 pos = vend
-            elif wire == 0 and (kind == _INT or kind == _BOOL):
+            elif wire == 0 and _INT_OR_BOOL[kind]:
                 v, pos = _varint(buf, pos, end)
-                value = _signed(v) if kind == _INT else v != 0
+                if kind == _INT or kind == _OINT:
+                    value = _signed(v)
+                else:
+                    value = v != 0
+                if not value and (kind == _OINT or kind == _OBOOL):
+                    out.pop(name, None)  # zero of a non-pointer omitempty field: unset, as in Go's JSON
+                    continue
             else:
                 raise _Malformed(f"wire type {wire} for a {_kind_name(kind)} field")
             if repeated:

@@ -17,7 +17,7 @@ from kubeedge.store import AlreadyExists, Conflict, Expired, NotFound, Record, S
 from kubeedge.store.watch import Predicate
 
 from . import patch as patching
-from . import tables
+from . import protobuf, tables
 from .allocator import AllocationError, ServiceAllocator
 from .auth import Attributes, Authorizer, Identity
 from .errors import (
@@ -161,7 +161,9 @@ class ResourceApi:
             raise too_large(limit)
         return body
 
-    def decode_body(self, body: bytes, content_type: str) -> Obj:
+    def decode_body(self, body: bytes, content_type: str, expect: tuple[str, str] | None = None) -> Obj:
+        """JSON, YAML, or Kubernetes protobuf (kubectl's typed commands); `expect` is the
+        (apiVersion, kind) the URL implies, for protobuf envelopes that leave it out."""
         ct = content_type.split(";")[0].strip().lower()
         if not body.strip():
             raise bad_request("the request body is empty")
@@ -171,8 +173,14 @@ class ResourceApi:
             elif ct in ("", "application/json", "application/octet-stream", "text/plain", "*/*"):
                 # The official Python client sends JSON with no (or a generic) Content-Type.
                 obj = orjson.loads(body)
-            elif ct == "application/vnd.kubernetes.protobuf":
-                raise unsupported_media(ct)
+            elif ct == protobuf.PROTOBUF:
+                av, kind = expect or (None, None)
+                try:
+                    obj = protobuf.decode(body, kind=kind, api_version=av)
+                except protobuf.ProtobufError as e:
+                    if "no protobuf schema" in str(e) or "unsupported" in str(e):
+                        raise unsupported_media(ct) from None
+                    raise bad_request(f"the request body is not valid protobuf: {e}") from None
             else:
                 raise unsupported_media(ct)
         except (orjson.JSONDecodeError, yaml.YAMLError) as e:
@@ -318,7 +326,7 @@ class ResourceApi:
 
     async def create(self, t: Target, request: web.Request, ident: Identity | None) -> web.StreamResponse:
         body = await self.read_body(request)
-        obj = self.decode_body(body, request.content_type if request.body_exists else "")
+        obj = self.decode_body(body, request.content_type if request.body_exists else "", _expect(t))
         q = request.query
         if t.subresource:
             return await self.create_subresource(t, obj, ident, request)
@@ -417,7 +425,7 @@ class ResourceApi:
 
     async def replace(self, t: Target, request: web.Request, ident: Identity | None) -> web.StreamResponse:
         body = await self.read_body(request)
-        obj = self.decode_body(body, request.content_type if request.body_exists else "")
+        obj = self.decode_body(body, request.content_type if request.body_exists else "", _expect(t))
         q = request.query
         self._check_field_validation(q)
         if t.subresource == "scale":
@@ -534,7 +542,8 @@ class ResourceApi:
 
         def mutate(cur: Obj) -> Obj | None:
             scale = fn(_scale_of(t.info, cur))
-            replicas = (scale.get("spec") or {}).get("replicas")
+            # Scale.spec.replicas is omitempty: a PUT of 0 replicas arrives without the field.
+            replicas = (scale.get("spec") or {}).get("replicas", 0)
             if not isinstance(replicas, int) or replicas < 0:
                 raise invalid(
                     t.info,
@@ -576,7 +585,9 @@ class ResourceApi:
         body = await self.read_body(request)
         opts: Obj = {}
         if body.strip():
-            opts = self.decode_body(body, request.content_type if request.body_exists else "")
+            opts = self.decode_body(
+                body, request.content_type if request.body_exists else "", ("v1", "DeleteOptions")
+            )
         q = request.query
         if "gracePeriodSeconds" in q:
             opts["gracePeriodSeconds"] = _int_param(q, "gracePeriodSeconds")
@@ -756,6 +767,19 @@ class ResourceApi:
         except NotFound:
             raise not_found(t.info, t.name) from None
         return json_response(status_obj(201, "", "", success=True), 201)
+
+
+_SUBRESOURCE_KINDS = {
+    "binding": ("v1", "Binding"),
+    "eviction": ("policy/v1", "Eviction"),
+    "scale": ("autoscaling/v1", "Scale"),
+    "token": ("authentication.k8s.io/v1", "TokenRequest"),
+}
+
+
+def _expect(t: Target) -> tuple[str, str]:
+    """The (apiVersion, kind) a request body for this target should carry."""
+    return _SUBRESOURCE_KINDS.get(t.subresource, (t.info.api_version, t.info.kind))
 
 
 def _dry_run(q: Any) -> bool:

@@ -59,20 +59,26 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerProc]:
 
 
 async def eventually(
-    cond: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
+    cond: Callable[[], Awaitable[Any]], within: float = 10.0, what: str = "condition"
 ) -> Any:
-    async with asyncio.timeout(timeout):
-        while True:
-            v = await cond()
-            if v:
-                return v
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")  # pragma: no cover
+    """Poll `cond` until it is truthy; fail after `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        v = await cond()
+        if v:
+            return v
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
-async def next_event(lw: ListWatch, timeout: float = 10.0) -> WatchEvent:
-    async with asyncio.timeout(timeout):
-        return await anext(lw)
+async def next_event(lw: ListWatch, within: float = 10.0) -> WatchEvent:
+    try:
+        async with asyncio.timeout(within):
+            return await anext(lw)
+    except TimeoutError:
+        raise AssertionError(f"no event from {lw!r} within {within}s") from None
 
 
 def cm(name: str, **labels: str) -> Obj:

@@ -36,7 +36,8 @@ def kjson(srv: ApiServerProc, *args: str) -> Any:
 
 
 def apply(srv: ApiServerProc, docs: list[dict[str, Any]] | dict[str, Any], *args: str) -> str:
-    text = yaml.safe_dump_all(docs if isinstance(docs, list) else [docs])
+    # JSON documents (valid YAML) sidestep YAML 1.1 surprises such as an unquoted `y` being a bool.
+    text = "\n---\n".join(json.dumps(d) for d in (docs if isinstance(docs, list) else [docs]))
     return srv.kubectl("apply", "-f", "-", *args, input=text).stdout
 
 
@@ -88,8 +89,8 @@ def ns(apiserver: ApiServerProc, request: pytest.FixtureRequest) -> str:
     return name
 
 
-class Watcher:
-    """`kubectl get -w` as a subprocess; lines are read on a thread so waits have a deadline."""
+class Background:
+    """kubectl as a subprocess (`get -w`, `wait`); its output is read on threads so waits have deadlines."""
 
     def __init__(self, srv: ApiServerProc, *args: str) -> None:
         env = dict(os.environ, KUBECONFIG=str(srv.kubeconfig))
@@ -97,39 +98,60 @@ class Watcher:
             [KUBECTL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         self.lines: queue.Queue[str] = queue.Queue()
+        self.err_lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.seen_err: list[str] = []
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.pumps = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.err_lines), daemon=True),
+        ]
+        for t in self.pumps:
+            t.start()
 
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
+    @staticmethod
+    def _pump(stream: Any, q: queue.Queue[str]) -> None:
+        for line in stream:
+            q.put(line.rstrip("\n"))
 
-    def expect(self, pred: Any, what: str, timeout: float = 15.0) -> str:
+    def expect(self, pred: Any, what: str, timeout: float = 15.0, stderr: bool = False) -> str:
+        """Read stdout (or stderr) lines until pred(line.split()) holds."""
+        q, seen = (self.err_lines, self.seen_err) if stderr else (self.lines, self.seen)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                err = ""
-                if self.proc.poll() is not None and self.proc.stderr is not None:
-                    err = self.proc.stderr.read()
-                raise AssertionError(f"no line with {what} within {timeout}s; saw {self.seen}; stderr {err}")
+                raise AssertionError(
+                    f"no line with {what} within {timeout}s; saw {self.seen}; stderr {self.seen_err[-5:]}"
+                )
             try:
-                line = self.lines.get(timeout=left)
+                line = q.get(timeout=left)
             except queue.Empty:
                 continue
-            self.seen.append(line)
+            seen.append(line)
             if pred(line.split()):
                 return line
 
     def next_json(self, timeout: float = 15.0) -> Any:
-        """The next pretty-printed JSON document (kubectl closes each with a `}` line of its own)."""
+        """The next JSON document (kubectl prints one per line, or pretty ones ending in a `}` line)."""
         start = len(self.seen)
-        self.expect(lambda _: self.seen[-1] == "}", "the end of a JSON document", timeout)
+        self.expect(lambda _: self.seen[-1] in ("}",) or self.seen[-1].startswith('{"'), "JSON", timeout)
         return json.loads("\n".join(self.seen[start:]))
 
+    def finish(self, timeout: float = 20.0) -> tuple[int, str]:
+        """Wait for exit; the return code and all of stdout."""
+        rc = self.proc.wait(timeout)
+        for t in self.pumps:
+            t.join(5)  # they end at EOF
+        while not self.lines.empty():
+            self.seen.append(self.lines.get_nowait())
+        while not self.err_lines.empty():
+            self.seen_err.append(self.err_lines.get_nowait())
+        return rc, "\n".join(self.seen)
+
     def close(self) -> None:
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -627,9 +649,8 @@ def test_get_output_formats(apiserver: ApiServerProc, ns: str) -> None:
     apply(apiserver, [configmap("a", ns, x="1"), configmap("b", ns, z="2")])
     lst = kjson(apiserver, "get", "configmaps", "-n", ns)
     assert lst["kind"] == "List"
-    assert sorted(i["metadata"]["name"] for i in lst["items"]) == ["a", "b", "kube-root-ca.crt"] or sorted(
-        i["metadata"]["name"] for i in lst["items"]
-    ) == ["a", "b"]
+    assert [i["metadata"]["name"] for i in lst["items"]] == ["a", "b"]
+    assert all(i["kind"] == "ConfigMap" and i["apiVersion"] == "v1" for i in lst["items"])
     one = kjson(apiserver, "get", "cm", "a", "-n", ns)
     assert one["kind"] == "ConfigMap"
     assert one["apiVersion"] == "v1"
@@ -751,7 +772,7 @@ def test_get_chunked_pagination(apiserver: ApiServerProc, ns: str) -> None:
 
 def test_get_watch_rows(apiserver: ApiServerProc, ns: str) -> None:
     apply(apiserver, configmap("before", ns))
-    w = Watcher(apiserver, "get", "configmaps", "-n", ns, "-w")
+    w = Background(apiserver, "get", "configmaps", "-n", ns, "-w")
     try:
         first = w.expect(lambda t: t[:1] == ["NAME"], "the header")
         assert first.split() == ["NAME", "DATA", "AGE"]
@@ -768,7 +789,7 @@ def test_get_watch_rows(apiserver: ApiServerProc, ns: str) -> None:
 
 def test_get_watch_output_events(apiserver: ApiServerProc, ns: str) -> None:
     apply(apiserver, pod("p0", ns))
-    w = Watcher(apiserver, "get", "pods", "-n", ns, "-w", "--output-watch-events")
+    w = Background(apiserver, "get", "pods", "-n", ns, "-w", "--output-watch-events")
     try:
         hdr = w.expect(lambda t: t[:1] == ["EVENT"], "the header")
         assert hdr.split() == ["EVENT", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
@@ -782,7 +803,7 @@ def test_get_watch_output_events(apiserver: ApiServerProc, ns: str) -> None:
     finally:
         w.close()
     # Watch of a single named object, with JSON events.
-    w = Watcher(apiserver, "get", "pod", "p0", "-n", ns, "-w", "--output-watch-events", "-o", "json")
+    w = Background(apiserver, "get", "pod", "p0", "-n", ns, "-w", "--output-watch-events", "-o", "json")
     try:
         added = w.next_json()
         assert added["type"] == "ADDED"
@@ -1057,48 +1078,43 @@ def test_wait(apiserver: ApiServerProc, ns: str) -> None:
     assert "timed out waiting for the condition" in err
     # jsonpath on a Device, satisfied by a later status write.
     apply(apiserver, device("dw", ns))
-    env = dict(os.environ, KUBECONFIG=str(apiserver.kubeconfig))
-    waiter = subprocess.Popen(
-        [KUBECTL, "wait", "--for=jsonpath={.status.state}=online", "device/dw", "-n", ns, "--timeout=20s"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    # Each waiter runs with -v=6 so we can see (on stderr) when its watch is established before we change
+    # anything: the change must then arrive through the watch (WatchList + initial-events-end bookmark).
+    waiter = Background(
+        apiserver,
+        "wait",
+        "-v=6",
+        "--for=jsonpath={.status.state}=online",
+        "device/dw",
+        "-n",
+        ns,
+        "--timeout=20s",
     )
     try:
-        apiserver.kubectl(
-            "patch",
-            "device",
-            "dw",
-            "-n",
-            ns,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            '{"status":{"state":"online"}}',
+        waiter.expect(
+            lambda t: "Caches populated" in " ".join(t), "the waiter's watch being synced", stderr=True
         )
-        wout, werr = waiter.communicate(timeout=25)
+        status = '{"status":{"state":"online"}}'
+        apiserver.kubectl(
+            "patch", "device", "dw", "-n", ns, "--subresource=status", "--type=merge", "-p", status
+        )
+        rc, wout = waiter.finish()
     finally:
-        if waiter.poll() is None:
-            waiter.kill()
-    assert waiter.returncode == 0, werr
+        waiter.close()
+    assert rc == 0, waiter.seen_err[-5:]
     assert wout.strip() == "device.devices.kubeedge.io/dw condition met"
     # --for=delete returns once the object is gone.
     apply(apiserver, configmap("bye", ns))
-    waiter = subprocess.Popen(
-        [KUBECTL, "wait", "--for=delete", "cm/bye", "-n", ns, "--timeout=20s"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    waiter = Background(apiserver, "wait", "-v=6", "--for=delete", "cm/bye", "-n", ns, "--timeout=20s")
     try:
+        waiter.expect(
+            lambda t: "Caches populated" in " ".join(t), "the waiter's watch being synced", stderr=True
+        )
         apiserver.kubectl("delete", "cm", "bye", "-n", ns)
-        wout, werr = waiter.communicate(timeout=25)
+        rc, wout = waiter.finish()
     finally:
-        if waiter.poll() is None:
-            waiter.kill()
-    assert waiter.returncode == 0, werr
+        waiter.close()
+    assert rc == 0, waiter.seen_err[-5:]
     assert wout.strip() == "configmap/bye condition met"
     # And for something already gone.
     assert apiserver.kubectl("wait", "--for=delete", "cm/bye", "-n", ns, "--timeout=5s").returncode == 0
@@ -1113,6 +1129,8 @@ def test_create_namespace(apiserver: ApiServerProc) -> None:
     out = apiserver.kubectl("create", "namespace", name).stdout
     assert out.strip() == f"namespace/{name} created"
     assert kjson(apiserver, "get", "ns", name)["status"]["phase"] == "Active"
+    err = fails(apiserver, "create", "namespace", name)
+    assert err.strip() == f'Error from server (AlreadyExists): namespaces "{name}" already exists'
     apiserver.kubectl("delete", "ns", name)
 
 

@@ -630,6 +630,24 @@ def test_watch_all_namespaces_with_selector(v1: client.CoreV1Api, ns: str) -> No
         w.stop()
 
 
+def test_watch_selector_transitions(v1: client.CoreV1Api, ns: str) -> None:
+    """An object that stops matching a watch's selector is DELETED for it; matching again, ADDED."""
+    v1.create_namespaced_config_map(ns, {"metadata": {"name": "s", "labels": {"x": "1"}}})
+    rv = v1.list_namespaced_config_map(ns, label_selector="x=1").metadata.resource_version
+    v1.patch_namespaced_config_map("s", ns, {"metadata": {"labels": {"x": "2"}}})
+    v1.patch_namespaced_config_map("s", ns, {"metadata": {"labels": {"y": "1"}}})
+    v1.patch_namespaced_config_map("s", ns, {"metadata": {"labels": {"x": "1"}}})
+    w = watch.Watch()
+    got = []
+    for ev in w.stream(
+        v1.list_namespaced_config_map, ns, label_selector="x=1", resource_version=rv, timeout_seconds=10
+    ):
+        got.append((ev["type"], ev["object"].metadata.labels.get("x")))
+        if len(got) == 2:
+            w.stop()
+    assert got == [("DELETED", "2"), ("ADDED", "1")]
+
+
 # ---- a server with a tiny history: bookmarks and 410 -------------------------------------------
 
 
@@ -661,14 +679,16 @@ def test_bookmarks_do_not_break_watch(small_v1: client.CoreV1Api) -> None:
     rv = v1.list_namespaced_config_map(ns).metadata.resource_version
     w = watch.Watch()
     types: list[str] = []
+    created = False
     for ev in w.stream(
         v1.list_namespaced_config_map, ns, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=10
     ):
         types.append(ev["type"])
         if ev["type"] == "BOOKMARK":
             assert int(ev["raw_object"]["metadata"]["resourceVersion"]) >= int(rv)
-            if "ADDED" not in types:
+            if not created:
                 v1.create_namespaced_config_map(ns, {"metadata": {"name": "after-bookmark"}})
+                created = True
         else:
             assert ev["type"] == "ADDED" and ev["object"].metadata.name == "after-bookmark"
             w.stop()
@@ -874,7 +894,6 @@ def test_error_mapping(v1: client.CoreV1Api, ns: str) -> None:
 
 def test_forbidden_for_unprivileged_token(apiserver: ApiServerProc, v1: client.CoreV1Api) -> None:
     """A node's credentials (the node authorizer) cannot read another namespace's secrets."""
-    pytest.importorskip("kubeedge.pki.certs")
     from kubeedge.pki import certs
 
     pki = apiserver.data_dir / "pki"
@@ -942,6 +961,18 @@ def test_dynamic_client_devices(dyn: dynamic.DynamicClient, ns: str) -> None:
     cols = [c["name"] for c in table.columnDefinitions]
     assert cols[:5] == ["Name", "Model", "Node", "State", "Age"]
     assert table.rows[0]["cells"][:4] == ["thermo", "thermometer", "edge-2", "online"]
+    # Watch through the dynamic client: the current state first, then changes.
+    w = watch.Watch()
+    seen = []
+    for ev in devices.watch(namespace=ns, timeout=10, watcher=w):
+        seen.append((ev["type"], ev["object"].metadata.name))
+        if len(seen) == 1:
+            devices.patch(
+                name="thermo", namespace=ns, body={"metadata": {"labels": {"w": "1"}}}, content_type=MERGE
+            )
+        if len(seen) == 2:
+            w.stop()
+    assert seen == [("ADDED", "thermo"), ("MODIFIED", "thermo")]
     deleted = devices.delete(name="thermo", namespace=ns)
     assert deleted.metadata.name == "thermo"
     assert devices.get(namespace=ns).items == []
