@@ -7,7 +7,7 @@ import secrets
 import uuid
 from typing import Any
 
-from . import defaults, validation
+from . import defaults, schema, validation
 from .crds import accept as accept_crd
 from .errors import ApiError, bad_request, invalid
 from .resources import ResourceInfo
@@ -97,7 +97,9 @@ def prepare_create(info: ResourceInfo, obj: Obj, namespace: str) -> Obj:
     defaults.apply_defaults(info.kind, obj)
     if info.key == CRD_KEY:
         accept_crd(obj)
-    causes = validation.validate_create(info, obj)
+    # Custom resources: structural pruning, schema defaults and OpenAPI validation (no-op otherwise).
+    _, schema_causes, _ = schema.prune_default_validate(info, obj)
+    causes = validation.validate_create(info, obj) + schema_causes
     if causes:
         raise invalid(info, md["name"], causes)
     return obj
@@ -133,7 +135,8 @@ def prepare_update(info: ResourceInfo, new: Obj, cur: Obj, subresource: str = ""
     defaults.apply_defaults(info.kind, new)
     if info.key == CRD_KEY:
         accept_crd(new)
-    causes = validation.validate_update(info, new, cur)
+    _, schema_causes, _ = schema.prune_default_validate(info, new)
+    causes = validation.validate_update(info, new, cur) + schema_causes
     if causes:
         raise invalid(info, cmd["name"], causes)
     if info.has_generation:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from kubeedge.store.watch import Predicate
 
 from . import patch as patching
 from . import protobuf, tables
+from . import schema as fieldschema
 from .allocator import AllocationError, ServiceAllocator
 from .auth import Attributes, Authorizer, Identity
 from .errors import (
@@ -95,6 +97,13 @@ def negotiate(accept: str) -> Negotiated:
 def json_response(body: bytes | Obj, status: int = 200) -> web.Response:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     return web.Response(body=data, status=status, content_type=JSON)
+
+
+def with_warnings(resp: web.Response, warnings: list[str]) -> web.Response:
+    """Add one `Warning: 299 - "<text>"` header per warning (RFC 7234, as kube-apiserver sends them)."""
+    for text in warnings:
+        resp.headers.add("Warning", f"299 - {json.dumps(text, ensure_ascii=False)}")
+    return resp
 
 
 def _int_param(q: Any, name: str) -> int | None:
@@ -325,6 +334,11 @@ class ResourceApi:
     # ---- writes -----------------------------------------------------------------------------
 
     async def create(self, t: Target, request: web.Request, ident: Identity | None) -> web.StreamResponse:
+        if t.info.key == "pods" and t.subresource in _STREAMING_SUBRESOURCES:
+            # exec/attach/portforward over SPDY are POSTs with no body; they need the edge agent.
+            self.authorize(ident, Attributes("create", t.info, t.namespace, t.name, t.subresource))
+            self._load(t)
+            raise service_unavailable(_NOT_ON_THIS_NODE.format(t.name))
         body = await self.read_body(request)
         obj = self.decode_body(body, request.content_type if request.body_exists else "", _expect(t))
         q = request.query
@@ -333,12 +347,20 @@ class ResourceApi:
         self.authorize(ident, Attributes("create", t.info, t.namespace, "", obj=obj))
         check_identity(t.info, obj, t.namespace, None)
         self.check_namespace(t.info, t.namespace, creating=True)
-        rec = await self.create_object(t.info, t.namespace, obj, q)
-        return json_response(self._dump(t.info, rec, Negotiated()), 201)
+        warnings: list[str] = []
+        rec = await self.create_object(t.info, t.namespace, obj, q, warnings)
+        return with_warnings(json_response(self._dump(t.info, rec, Negotiated()), 201), warnings)
 
-    async def create_object(self, info: ResourceInfo, ns: str, obj: Obj, q: Any) -> Record:
-        """Create with all lifecycle rules; dry runs are validated but not stored."""
+    async def create_object(
+        self, info: ResourceInfo, ns: str, obj: Obj, q: Any, warnings: list[str] | None = None
+    ) -> Record:
+        """Create with all lifecycle rules; dry runs are validated but not stored.
+
+        Unknown fields of `obj` are dropped (refused under fieldValidation=Strict); the warnings a
+        fieldValidation=Warn request earns are appended to `warnings`.
+        """
         self._check_field_validation(q)
+        self._check_body_fields(info, obj, q, [] if warnings is None else warnings)
         generated = not (obj.get("metadata") or {}).get("name")
         for attempt in range(3):
             candidate = orjson.loads(orjson.dumps(obj)) if generated else obj
@@ -385,6 +407,29 @@ class ResourceApi:
         fv = q.get("fieldValidation", "")
         if fv not in ("", "Ignore", "Warn", "Strict"):
             raise bad_request(f"fieldValidation: invalid value {fv!r}, must be Ignore, Warn or Strict")
+
+    def _check_body_fields(self, info: ResourceInfo, obj: Obj, q: Any, warnings: list[str]) -> None:
+        """Unknown fields of a request body (checked before any defaulting, as upstream decodes)."""
+        causes, warns = fieldschema.check_fields(info, obj, q.get("fieldValidation", ""))
+        if causes:
+            raise fieldschema.strict_error(info, obj, causes)
+        warnings.extend(warns)
+
+    def _check_patched_fields(
+        self, info: ResourceInfo, new: Obj, cur: Obj, q: Any, ct: str, body: bytes, warnings: list[str]
+    ) -> None:
+        """Unknown fields a merge/strategic/JSON patch brought in: upstream decodes the patched object
+        and, under Strict, quotes the patch (strategic) or the whole patched object (the others)."""
+        mode = q.get("fieldValidation", "")
+        shown = ""
+        if mode == "Strict" and ct != patching.STRATEGIC:
+            shown = orjson.dumps(new, option=orjson.OPT_SORT_KEYS).decode()
+        causes, warns = fieldschema.check_fields(info, new, mode, current=cur)
+        if causes:
+            if ct == patching.STRATEGIC:
+                shown = fieldschema.go_value(json.loads(body))
+            raise fieldschema.patch_strict_error(shown, causes)
+        warnings[:] = warns  # a retried mutate reports its last attempt only
 
     def _special_create(self, info: ResourceInfo, obj: Obj, dry_run: bool) -> None:
         if info.key == "services":
@@ -434,6 +479,8 @@ class ResourceApi:
             raise method_not_allowed()
         self.authorize(ident, Attributes("update", t.info, t.namespace, t.name, t.subresource, obj=obj))
         check_identity(t.info, obj, t.namespace, t.name)
+        warnings: list[str] = []
+        self._check_body_fields(t.info, obj, q, warnings)
         manager = q.get("fieldManager", "")
         sub = t.subresource
 
@@ -451,7 +498,7 @@ class ResourceApi:
             return None if unchanged(new, cur) else new
 
         rec = await self._update(t, mutate, q)
-        return json_response(self._dump(t.info, rec, Negotiated()))
+        return with_warnings(json_response(self._dump(t.info, rec, Negotiated())), warnings)
 
     async def _update(self, t: Target, mutate: Callable[[Obj], Obj | None], q: Any) -> Record:
         key, ns = t.info.key, t.namespace
@@ -503,9 +550,12 @@ class ResourceApi:
         if ct == patching.APPLY_YAML and not manager:
             raise bad_request("PATCH with apply requires a fieldManager (the fieldManager query parameter)")
         applied: Obj | None = None
+        warnings: list[str] = []
         if ct == patching.APPLY_YAML:
             applied = self.decode_body(body, "application/yaml")
             check_identity(t.info, applied, t.namespace, t.name)
+            # The applied configuration is the request's whole intent: check it before merging.
+            self._check_body_fields(t.info, applied, q, warnings)
         sub = t.subresource
 
         def mutate(cur: Obj) -> Obj | None:
@@ -513,6 +563,8 @@ class ResourceApi:
                 new = patching.server_side_apply(cur, applied, t.info.kind, manager, force, now)
             else:
                 new = patching.apply_patch(ct, cur, body, t.info.kind, builtin)
+                require_dict(new, "the patched object")
+                self._check_patched_fields(t.info, new, cur, q, ct, body, warnings)
                 if manager:
                     patching.update_managed_fields(cur, new, manager, "Update", now)
             require_dict(new, "the patched object")
@@ -529,9 +581,9 @@ class ResourceApi:
                 obj = patching.server_side_apply(None, applied, t.info.kind, manager, force, now)
                 obj.setdefault("metadata", {})["name"] = t.name
                 rec = await self.create_object(t.info, t.namespace, obj, {})
-                return json_response(self._dump(t.info, rec, Negotiated()), 201)
+                return with_warnings(json_response(self._dump(t.info, rec, Negotiated()), 201), warnings)
             raise
-        return json_response(self._dump(t.info, rec, Negotiated()))
+        return with_warnings(json_response(self._dump(t.info, rec, Negotiated())), warnings)
 
     async def _write_scale(
         self, t: Target, ident: Identity | None, fn: Callable[[Obj], Obj], q: Any
@@ -722,10 +774,6 @@ class ResourceApi:
             opts = obj.get("deleteOptions") or {}
             await self.delete_object(t.info, t.namespace, t.name, opts)
             return json_response(status_obj(201, "", "", success=True), 201)
-        if t.info.key == "pods" and t.subresource in _STREAMING_SUBRESOURCES:
-            self.authorize(ident, Attributes("create", t.info, t.namespace, t.name, t.subresource))
-            self._load(t)
-            raise service_unavailable(_NOT_ON_THIS_NODE.format(t.name))
         raise method_not_allowed(f"the server does not allow POST on {t.info.plural}/{t.subresource}")
 
     async def _bind(self, t: Target, binding: Obj) -> web.StreamResponse:

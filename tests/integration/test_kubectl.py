@@ -409,9 +409,6 @@ def test_apply_sends_strict_field_validation(apiserver: ApiServerProc, ns: str) 
     assert kjson(apiserver, "get", "cm", "strict", "-n", ns)["metadata"]["uid"] == cm["metadata"]["uid"]
 
 
-@pytest.mark.xfail(
-    reason="the server does not check for unknown fields yet (fieldValidation=Strict)", strict=True
-)
 def test_apply_strict_validation_rejects_unknown_fields(apiserver: ApiServerProc, ns: str) -> None:
     bad = configmap("strict", ns)
     bad["bogusField"] = 1
