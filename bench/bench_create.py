@@ -1,6 +1,6 @@
 """Create throughput: N pods from 50 concurrent HTTPS clients, against bare sqlite3 inserts.
 
-    .venv/bin/python bench/bench_create.py [--quick] [--count N] [--concurrency C]
+.venv/bin/python bench/bench_create.py [--quick] [--count N] [--concurrency C]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
 from common import (
     NS,
     client_session,
@@ -28,8 +29,6 @@ from common import (
     running_server,
     verdict,
 )
-
-import orjson
 
 TARGET = 2000.0  # creates/s
 
@@ -101,11 +100,20 @@ def main() -> None:
     print_block(
         f"bench_create: {count} pods, {a.concurrency} concurrent HTTPS clients (keep-alive, 1 client process)",
         [
-            ("API creates/s", f"{api['rate']:.0f}  (target >= {TARGET:.0f}: {verdict(api['rate'] >= TARGET)})"),
+            (
+                "API creates/s",
+                f"{api['rate']:.0f}  (target >= {TARGET:.0f}: {verdict(api['rate'] >= TARGET)})",
+            ),
             ("API wall time", f"{api['elapsed']:.2f} s"),
             ("latency p50 / p99 / max", f"{ms(api['p50'])} / {ms(api['p99'])} / {ms(api['max'])}"),
-            ("server CPU during run", f"{api['server_cpu']:.2f} s ({api['server_cpu'] / api['elapsed']:.0%} of a core)"),
-            ("client CPU during run", f"{api['client_cpu']:.2f} s ({api['client_cpu'] / api['elapsed']:.0%} of a core)"),
+            (
+                "server CPU during run",
+                f"{api['server_cpu']:.2f} s ({api['server_cpu'] / api['elapsed']:.0%} of a core)",
+            ),
+            (
+                "client CPU during run",
+                f"{api['client_cpu']:.2f} s ({api['client_cpu'] / api['elapsed']:.0%} of a core)",
+            ),
             ("bare sqlite3 inserts/s", f"{bare['rate']:.0f}  (WAL, synchronous=FULL, 100 rows/txn, orjson)"),
             ("ratio API / bare sqlite", f"{ratio:.3f}"),
             ("cores", os.cpu_count()),

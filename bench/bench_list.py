@@ -14,6 +14,7 @@ import statistics
 import time
 from typing import Any
 
+import orjson
 from common import (
     NS,
     TABLE_ACCEPT,
@@ -30,8 +31,6 @@ from common import (
     verdict,
 )
 
-import orjson
-
 TARGET = 0.250  # seconds, list of all pods
 
 
@@ -44,7 +43,9 @@ async def timed_get(s, url: str, params: dict[str, str], accept: str) -> tuple[f
     return time.perf_counter() - t0, body
 
 
-async def measure(s, srv, reps: int, params: dict[str, str], accept: str = "application/json") -> dict[str, Any]:
+async def measure(
+    s, srv, reps: int, params: dict[str, str], accept: str = "application/json"
+) -> dict[str, Any]:
     url = f"/api/v1/namespaces/{NS}/pods"
     await timed_get(s, url, params, accept)  # warm-up
     times = []
@@ -134,7 +135,10 @@ def main() -> None:
         f"bench_list: {count} pods stored (filled in {r['fill_s']:.1f} s), {reps} reps each, client wall time",
         [
             ("list all, JSON", row(r["json"]) + f"  (target <= {ms(TARGET)}: {verdict(ok)})"),
-            ("list all, Table", row(r["table"])),
+            (
+                "list all, Table",
+                row(r["table"]) + f"  (target <= {ms(TARGET)}: {verdict(r['table']['median'] <= TARGET)})",
+            ),
             ("labelSelector app=web-3", row(r["label"])),
             ("labelSelector tier in (frontend),bench=yes", row(r["label_set"])),
             (
@@ -160,6 +164,7 @@ def main() -> None:
             "page500_median_ms": round(pg["page_median"] * 1000, 1),
             "page500_walk_median_ms": round(pg["walk_median"] * 1000, 1),
             "target_met": ok,
+            "table_target_met": r["table"]["median"] <= TARGET,
         },
     )
 

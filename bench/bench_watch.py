@@ -20,6 +20,7 @@ import queue
 import time
 from typing import Any
 
+import orjson
 from common import (
     MERGE_HEADERS,
     NS,
@@ -36,8 +37,6 @@ from common import (
     running_server,
     verdict,
 )
-
-import orjson
 
 TARGET_RATE = 100_000.0  # events/s delivered
 TARGET_P99 = 0.100  # seconds
@@ -182,7 +181,9 @@ async def writer_run(kubeconfig: Any, n: int, writers: int) -> dict[str, float]:
 
 def main() -> None:
     p = parser(__doc__ or "")
-    p.add_argument("--objects", type=int, default=None, help="pods created then patched (10000; --quick 1000)")
+    p.add_argument(
+        "--objects", type=int, default=None, help="pods created then patched (10000; --quick 1000)"
+    )
     p.add_argument("--watchers", type=int, default=100)
     p.add_argument("--watcher-procs", type=int, default=2)
     p.add_argument("--writers", type=int, default=8, help="concurrent writer connections")
@@ -211,7 +212,9 @@ def main() -> None:
             if not ev.wait(60):
                 raise SystemExit("watchers did not connect within 60 s")
         cpu0 = cpu_seconds(srv.pid)
+        wcpu0 = time.process_time()
         w = asyncio.run(writer_run(srv.kubeconfig, n, a.writers))
+        writer_cpu = time.process_time() - wcpu0
         outs: list[dict[str, Any]] = []
         deadline = time.monotonic() + (60 if a.quick else 150)
         while len(outs) < len(procs):
@@ -274,7 +277,15 @@ def main() -> None:
             ),
             ("watchers closed early by server", closed),
             ("events without bench/t (errors)", errors),
-            ("CPU: server / watcher procs", f"{server_cpu:.1f} s / {watcher_cpu:.1f} s"),
+            (
+                "CPU: server / watcher procs / writer",
+                f"{server_cpu:.1f} s / {watcher_cpu:.1f} s / {writer_cpu:.1f} s over {span:.1f} s wall "
+                f"({(server_cpu + watcher_cpu + writer_cpu) / span:.2f} cores busy)",
+            ),
+            (
+                "CPU per delivered event: server / watchers",
+                f"{server_cpu / max(1, delivered) * 1e6:.1f} us / {watcher_cpu / max(1, delivered) * 1e6:.1f} us",
+            ),
         ],
     )
     print_summary(
@@ -293,6 +304,8 @@ def main() -> None:
             "delay_p99_ms": round(p99 * 1000, 2),
             "delay_max_ms": round(pmax * 1000, 2),
             "closed_early": closed,
+            "server_cpu_s": round(server_cpu, 2),
+            "watcher_cpu_s": round(watcher_cpu, 2),
             "target_met": ok,
         },
     )

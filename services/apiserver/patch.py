@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import yaml
+
 from kubeedge.apiserver.resources import Obj
 
 MERGE = "application/merge-patch+json"

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import yaml
 from aiohttp import web
+
 from kubeedge.store import AlreadyExists, Conflict, Expired, NotFound, Record, Store, StoreError
 from kubeedge.store.watch import Predicate
 

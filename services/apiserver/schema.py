@@ -22,7 +22,7 @@ import importlib
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,9 +78,8 @@ def _models() -> Any:
 
 
 def _is_model(name: str) -> bool:
-    return isinstance(getattr(_models(), name, None), type) and hasattr(
-        getattr(_models(), name), "attribute_map"
-    )
+    cls = getattr(_models(), name, None)
+    return isinstance(cls, type) and hasattr(cls, "attribute_map")
 
 
 @functools.cache
@@ -389,7 +388,10 @@ def _validate_array(v: list[Any], s: Obj, path: str, out: list[Cause]) -> None:
         )
 
 
-def _duplicates(items: list[Any], path: str, key: Any, show: Any) -> Iterator[Cause]:
+def _duplicates(
+    items: list[Any], path: str, key: Callable[[Any], Any], show: Callable[[Any], str]
+) -> Iterator[Cause]:
+    """One Duplicate cause per item whose identity (`key`) an earlier item already had."""
     seen: set[str] = set()
     for i, item in enumerate(items):
         k = key(item)

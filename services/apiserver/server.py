@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import yaml
 from aiohttp import web
+
 from kubeedge.pki import certs
 from kubeedge.store import AlreadyExists, NotFound, Store
 

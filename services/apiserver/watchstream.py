@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+
 from kubeedge.store import ADDED, Closed, Expired, Record, TooSlow
 from kubeedge.store.watch import Predicate
 

@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+
 from kubeedge.kube import CONFIGMAPS, NAMESPACES, KubeClient, KubeConfig
 from kubeedge.kube.errors import NotFound
-
 from tests.apiserver_proc import ApiServerProc
 
 WRITERS = 8

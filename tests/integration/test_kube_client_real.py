@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+
 from kubeedge.kube import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -26,7 +27,6 @@ from kubeedge.kube import (
     load_kubeconfig,
     watch,
 )
-
 from tests.apiserver_proc import ApiServerProc
 
 Obj = dict[str, Any]

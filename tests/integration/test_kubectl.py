@@ -17,12 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
+
 from kubeedge.pki import certs
-
 from tests.apiserver_proc import KUBECTL, ApiServerProc
-
-PROTOBUF_NOT_WIRED = 'unknown format: "application/vnd.kubernetes.protobuf"'
-
 
 # ---- helpers -------------------------------------------------------------------------------------
 
@@ -72,13 +69,8 @@ def by_name(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
 
 
 def create_namespace(srv: ApiServerProc, name: str) -> None:
-    res = srv.kubectl("create", "namespace", name, check=False)
-    if res.returncode == 0:
-        assert res.stdout.strip() == f"namespace/{name} created"
-        return
-    # Typed `create` sends protobuf; until the server decodes it, fall back to apply (JSON).
-    assert PROTOBUF_NOT_WIRED in res.stderr, res.stderr
-    apply(srv, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    # A typed `create` (protobuf request body).
+    assert srv.kubectl("create", "namespace", name).stdout.strip() == f"namespace/{name} created"
 
 
 @pytest.fixture
@@ -412,12 +404,20 @@ def test_apply_sends_strict_field_validation(apiserver: ApiServerProc, ns: str) 
 def test_apply_strict_validation_rejects_unknown_fields(apiserver: ApiServerProc, ns: str) -> None:
     bad = configmap("strict", ns)
     bad["bogusField"] = 1
-    err = fails(apiserver, "apply", "-f", "-", input=yaml.safe_dump(bad))
-    assert 'unknown field "bogusField"' in err
+    err = fails(apiserver, "apply", "-f", "-", input=json.dumps(bad))
+    assert err.startswith("Error from server (BadRequest):"), err
+    assert 'strict decoding error: unknown field "bogusField"' in err
     dev = device("strictdev", ns)
     dev["spec"]["notInSchema"] = True
-    err = fails(apiserver, "apply", "-f", "-", input=yaml.safe_dump(dev))
-    assert 'unknown field "spec.notInSchema"' in err
+    err = fails(apiserver, "apply", "-f", "-", input=json.dumps(dev))
+    assert 'strict decoding error: unknown field "spec.notInSchema"' in err
+    assert apiserver.kubectl("get", "cm,device", "-n", ns, "-o", "name").stdout.strip() == ""
+    # Without validation the unknown field is dropped, as a typed decode would.
+    out = apiserver.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(bad)).stdout
+    assert out.strip() == "configmap/strict created"
+    got = kjson(apiserver, "get", "cm", "strict", "-n", ns)
+    assert "bogusField" not in got
+    assert got["data"] == {"k": "v"}
 
 
 def test_apply_reapply_configured_and_unchanged(apiserver: ApiServerProc, ns: str) -> None:

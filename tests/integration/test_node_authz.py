@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+
 from kubeedge.kube import (
     CONFIGMAPS,
     LEASES,
@@ -20,7 +21,6 @@ from kubeedge.kube import (
 )
 from kubeedge.kube.errors import Forbidden, Unauthorized
 from kubeedge.pki import certs
-
 from tests.apiserver_proc import ApiServerProc
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from kubeedge.kube import CONFIGMAPS, NAMESPACES, KubeClient, KubeConfig, watch
 from kubeedge.kube.errors import Gone
-
 from tests.apiserver_proc import ApiServerProc
 
 WRITERS = 8

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
+
 from kubeedge.apiserver.defaults import apply_defaults, parse_quantity, pod_qos_class
 from kubeedge.apiserver.resources import BUILTIN, ResourceInfo
 from kubeedge.apiserver.validation import (
@@ -18,7 +20,6 @@ from kubeedge.apiserver.validation import (
     validate_name,
     validate_update,
 )
-from kubernetes import client as k8s
 
 INFO = {r.kind: r for r in BUILTIN}
 

@@ -18,6 +18,7 @@ import kubernetes.client as k8s_models
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from kubeedge.apiserver import protobuf
 from kubeedge.apiserver.protobuf import ProtobufError, decode, go_duration, supported_kinds
 

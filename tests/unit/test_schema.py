@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from kubeedge.apiserver import schema
 from kubeedge.apiserver.crds import infos_for
 from kubeedge.apiserver.resources import BUILTIN, ResourceInfo
@@ -424,7 +425,9 @@ def test_warn_is_the_default_and_ignore_is_silent():
 def test_maps_int_or_string_and_free_form_fields_are_leaves():
     svc = {"spec": {"ports": [{"port": 80, "targetPort": {"weird": 1}}], "selector": {"x": "y"}}}
     assert schema.unknown_fields(BY_KIND["Service"], svc) == []
-    pod = {"spec": {"containers": [{"name": "a", "resources": {"requests": {"example.com/gpu": "1"}}}]}}
+    pod: dict[str, Any] = {
+        "spec": {"containers": [{"name": "a", "resources": {"requests": {"example.com/gpu": "1"}}}]}
+    }
     assert schema.unknown_fields(BY_KIND["Pod"], pod) == []
     pod["spec"]["nodeSelector"] = {"k": "v"}
     pod["spec"]["containers"][0]["resources"]["bogus"] = {}

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from kubeedge.apiserver.resources import BUILTIN, PrinterColumn, Registry, ResourceInfo
 from kubeedge.apiserver.tables import (
     column_definitions,
