@@ -49,7 +49,7 @@ run: venv
 	$(PY) -m kubeedge.apiserver --data-dir .run --listen 127.0.0.1:6443
 
 bench: venv
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .run build *.egg-info

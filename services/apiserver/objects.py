@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 import uuid
 from typing import Any
 
@@ -21,8 +22,16 @@ CRD_KEY = "customresourcedefinitions.apiextensions.k8s.io"
 _KEEP_STATUS_ON_CREATE = frozenset({"nodes", "events", "leases.coordination.k8s.io"})
 
 
+_stamp: tuple[int, str] = (0, "")
+
+
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current second in RFC 3339 (formatted once per second: it is stamped on every write)."""
+    global _stamp
+    sec = int(time.time())
+    if _stamp[0] != sec:
+        _stamp = (sec, dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return _stamp[1]
 
 
 def generate_name(prefix: str) -> str:

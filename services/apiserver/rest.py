@@ -107,6 +107,35 @@ def with_warnings(resp: web.Response, warnings: list[str]) -> web.Response:
     return resp
 
 
+# Lists bigger than this are streamed in pieces of this size: nothing keeps the whole body alive
+# after the handler (aiohttp holds a connection's last Response while it waits for the next request).
+LIST_STREAM_BYTES = 1 << 20
+
+
+async def send_list(request: web.Request, head: bytes, items: list[bytes]) -> web.StreamResponse:
+    """A JSON list from a prefix ending in `"items":[` and the items' bytes."""
+    size = len(head) + sum(len(i) for i in items) + max(len(items) - 1, 0) + len(b"]}")
+    if size <= LIST_STREAM_BYTES:
+        return json_response(b"".join((head, b",".join(items), b"]}")))
+    resp = web.StreamResponse(headers={"Content-Type": JSON})
+    resp.content_length = size
+    await resp.prepare(request)
+    chunk: list[bytes] = [head]
+    pending = len(head)
+    for n, item in enumerate(items):
+        if n:
+            chunk.append(b",")
+        chunk.append(item)
+        pending += len(item)
+        if pending >= LIST_STREAM_BYTES:
+            await resp.write(b"".join(chunk))
+            chunk, pending = [], 0
+    chunk.append(b"]}")
+    await resp.write(b"".join(chunk))
+    await resp.write_eof()
+    return resp
+
+
 def _int_param(q: Any, name: str) -> int | None:
     v = q.get(name)
     if v is None or v == "":
@@ -329,8 +358,7 @@ class ResourceApi:
             return json_response(body)
         # Items are spliced in as stored bytes: no decode/encode of the objects on this path.
         head = orjson.dumps({"kind": t.info.list_kind, "apiVersion": t.info.api_version, "metadata": meta})
-        body_bytes = b"".join((head[:-1], b',"items":[', b",".join(r.data for r in res.items), b"]}"))
-        return json_response(body_bytes)
+        return await send_list(request, head[:-1] + b',"items":[', [r.data for r in res.items])
 
     # ---- writes -----------------------------------------------------------------------------
 

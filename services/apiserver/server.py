@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import platform
@@ -11,6 +12,7 @@ import secrets
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -131,6 +133,7 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._discovery_cache: dict[str, tuple[int, bytes]] = {}
+        self._conn_identity: weakref.WeakKeyDictionary[Any, Identity | None] = weakref.WeakKeyDictionary()
         self.port = config.port
         self.url = ""
 
@@ -144,6 +147,7 @@ class ApiServer:
         self.api.after_write.setdefault(CRD_KEY, []).append(self._on_crd_write)
         self.api.after_write.setdefault("services", []).append(self._on_service_write)
         await self._bootstrap()
+        _tune_gc()
         if self.config.namespace_finalizer:
             self._spawn(NamespaceFinalizer(self.api).run(), "namespace-finalizer")
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._errors])
@@ -352,9 +356,14 @@ class ApiServer:
             return ident
         transport = request.transport
         sslobj = transport.get_extra_info("ssl_object") if transport else None
-        if sslobj is not None:
-            return identity_from_peercert(sslobj.getpeercert())
-        return None
+        if sslobj is None:
+            return None
+        # The peer certificate is fixed for the connection's life: parse it once per connection.
+        try:
+            return self._conn_identity[sslobj]
+        except KeyError:
+            ident = self._conn_identity[sslobj] = identity_from_peercert(sslobj.getpeercert())
+            return ident
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -491,6 +500,19 @@ class ApiServer:
                 self._discovery_cache[key] = cached
             return web.Response(body=cached[1], content_type="application/json")
         raise ApiError(404, "NotFound", "the server serves OpenAPI v3 only (/openapi/v3)")
+
+
+# Decoding a big list allocates hundreds of thousands of dicts; with the default gen-0 threshold
+# (700) the collector runs thousands of times per list and dominates its cost. Our objects are
+# acyclic JSON trees, so collections can be rare; start-up objects are frozen out of them.
+GC_GEN0_THRESHOLD = 50_000
+
+
+def _tune_gc() -> None:
+    gc.collect()
+    gc.freeze()
+    _, g1, g2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, g1, g2)
 
 
 def _manifests(mdir: Path | None) -> list[tuple[Path, Obj]]:

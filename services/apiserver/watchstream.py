@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from kubeedge.store import ADDED, Closed, Expired, Record, TooSlow
+from kubeedge.store import ADDED, Closed, Event, Expired, Record, TooSlow
 from kubeedge.store.watch import Predicate
 
 from . import tables
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+# A batch this large is written at once; smaller ones wait `watch_linger` for company.
+LINGER_MAX_EVENTS = 64
 
 
 def _event_bytes(etype: str, data: bytes) -> bytes:
@@ -52,6 +55,8 @@ class _Encoder:
             md = rec.obj.get("metadata", {})
             body = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": md}
             return _event_bytes(etype, orjson.dumps(body))
+        if isinstance(rec, Event):
+            return rec.wire(etype)
         return _event_bytes(etype, rec.data)
 
     def bookmark(self, rv: int, initial_end: bool = False) -> bytes:
@@ -121,6 +126,7 @@ async def serve_watch(
     await resp.prepare(request)
     deadline = time.monotonic() + timeout
     interval = api.config.bookmark_interval
+    linger = api.config.watch_linger
     try:
         if initial:
             await resp.write(b"".join(enc.event(ADDED, r) for r in initial))
@@ -150,6 +156,11 @@ async def serve_watch(
             except Closed:
                 break
             if batch:
+                if linger and len(batch) < LINGER_MAX_EVENTS:
+                    # Under a stream of small commits, one write per ~ms instead of per commit cuts
+                    # the per-watcher cost (wakeup, chunk, TLS record, syscall) by the batch size.
+                    await asyncio.sleep(linger)
+                    batch += watcher.drain()
                 await resp.write(b"".join(enc.event(t, r) for t, r in batch))
             if bookmarks and time.monotonic() - last_bookmark >= interval:
                 await resp.write(enc.bookmark(watcher.progress_rv))

@@ -49,7 +49,7 @@ class Record:
 class Event(Record):
     """A committed change. For MODIFIED/DELETED, `prev` is the version it replaced when known."""
 
-    __slots__ = ("key", "name", "namespace", "prev", "type")
+    __slots__ = ("_wire", "key", "name", "namespace", "prev", "type")
 
     def __init__(
         self,
@@ -68,6 +68,16 @@ class Event(Record):
         self.namespace = namespace
         self.name = name
         self.prev = prev
+        self._wire: dict[str, bytes] | None = None
+
+    def wire(self, etype: str) -> bytes:
+        """The watch-stream line for this event as `etype`, built once and shared by all watchers."""
+        if self._wire is None:
+            self._wire = {}
+        line = self._wire.get(etype)
+        if line is None:
+            line = self._wire[etype] = b'{"type":"' + etype.encode() + b'","object":' + self.data + b"}\n"
+        return line
 
     def __repr__(self) -> str:
         return f"Event({self.type} {self.key} {self.namespace}/{self.name} rv={self.rv})"

@@ -121,12 +121,26 @@ class Watcher:
                 raise Closed("watch closed")
             self.progress_rv = max(self.progress_rv, self._hub.rv)
             self._wake.clear()
+            if max_wait is None:
+                await self._wake.wait()
+                continue
+            # asyncio.timeout arms one timer handle; wait_for would spawn a task per wakeup.
             try:
-                await asyncio.wait_for(self._wake.wait(), max_wait)
+                async with asyncio.timeout(max_wait):
+                    await self._wake.wait()
             except TimeoutError:
                 if not self._buf:
                     self.progress_rv = max(self.progress_rv, self._hub.rv)
                 return []
+
+    def drain(self) -> list[Delivery]:
+        """Whatever is buffered now, without waiting (used to coalesce bursts into one write)."""
+        if self._error is not None or self._replay is not None or not self._buf:
+            return []
+        evs = list(self._buf)
+        self._buf.clear()
+        self.progress_rv = max(self.progress_rv, self._hub.rv)
+        return self._deliver(evs)
 
     def _deliver(self, events: list[Event]) -> list[Delivery]:
         out: list[Delivery] = []
