@@ -33,6 +33,8 @@ class ApiServerConfig:
     # List page size cap, so one request cannot build an unbounded response.
     max_list_limit: int = 100_000
     manifests_dir: Path | None = None
+    # Events older than this (by their last occurrence) are deleted, as kube-apiserver's --event-ttl.
+    event_ttl: float = 3600.0
     # Run the namespace finalizer in-process (embedded mode); off when controllers run elsewhere.
     namespace_finalizer: bool = True
     log_level: str = "INFO"
@@ -50,6 +52,8 @@ class ApiServerConfig:
             raise ValueError(f"node_port_range: expected LOW-HIGH, got {self.node_port_range!r}")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
+        if self.event_ttl <= 0:
+            raise ValueError("event_ttl must be positive")
         if not 0 <= self.watch_linger <= 1:
             raise ValueError("watch_linger must be between 0 and 1 second")
         if self.bookmark_interval <= 0 or self.max_watch_seconds <= 0:

@@ -30,6 +30,7 @@ from .auth import ADMIN_GROUP, Authorizer, Identity, TokenAuthenticator, identit
 from .config import ApiServerConfig
 from .crds import CrdServing
 from .errors import ApiError, internal, not_found
+from .events import expire_events
 from .namespaces import NamespaceFinalizer
 from .nodegraph import NodeGraph
 from .objects import CRD_KEY
@@ -50,6 +51,8 @@ VERSION = {
     "compiler": "gc",
     "platform": f"linux/{'arm64' if platform.machine() in ('aarch64', 'arm64') else 'amd64'}",
 }
+SUPERVISOR_BACKOFF_MIN = 0.5
+SUPERVISOR_BACKOFF_MAX = 30.0
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 AGGREGATED = "apidiscovery.k8s.io"
 ANONYMOUS_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
@@ -149,7 +152,8 @@ class ApiServer:
         await self._bootstrap()
         _tune_gc()
         if self.config.namespace_finalizer:
-            self._spawn(NamespaceFinalizer(self.api).run(), "namespace-finalizer")
+            self._spawn(NamespaceFinalizer(self.api).run, "namespace-finalizer")
+        self._spawn(lambda: expire_events(self.store, self.config.event_ttl), "event-ttl")
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._errors])
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=5)
@@ -187,21 +191,29 @@ class ApiServer:
         await self.store.close()
         log.info("API server stopped")
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+    def _spawn(self, make: Callable[[], Awaitable[None]], name: str, restart: bool = True) -> None:
+        """Run a background task under supervision: failures are logged and, for long-lived loops,
+        the task is restarted with capped backoff; cancellation (shutdown) ends it."""
+
         async def guarded() -> None:
-            backoff = 0.5
+            backoff = SUPERVISOR_BACKOFF_MIN
             while True:
                 try:
-                    await coro
+                    await make()
                     return
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("background task %s failed; not restarting it", name)
-                    return
+                    if not restart:
+                        log.exception("background task %s failed", name)
+                        return
+                    log.exception("background task %s failed; restarting in %.1fs", name, backoff)
                 await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, SUPERVISOR_BACKOFF_MAX)
 
-        self._tasks.append(asyncio.create_task(guarded(), name=name))
+        task = asyncio.create_task(guarded(), name=name)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
     async def _load_state(self) -> None:
         for r in (await self.store.list(CRD_KEY)).items:
@@ -214,7 +226,7 @@ class ApiServer:
         self.crds.on_write(op, crd)
         if op == "delete":
             key = f"{crd['spec']['names']['plural']}.{crd['spec']['group']}"
-            self._spawn(self._purge(key), f"purge-{key}")
+            self._spawn(lambda: self._purge(key), f"purge-{key}", restart=False)
 
     async def _purge(self, key: str) -> None:
         for r in (await self.store.list(key)).items:
