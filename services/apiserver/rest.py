@@ -326,7 +326,7 @@ class ResourceApi:
                 raise bad_request(f"resourceVersionMatch: unsupported value {match!r}")
         try:
             res = await self.store.list(
-                t.info.key, ns, predicate=predicate, limit=limit, at_rv=at_rv, after=after
+                t.info.key, ns, predicate=predicate, limit=limit, at_rv=at_rv, after=after, decode=neg.table
             )
         except Expired:
             raise gone(

@@ -40,6 +40,11 @@ class Record:
             self._obj = orjson.loads(self.data)
         return self._obj
 
+    @property
+    def decoded(self) -> Obj | None:
+        """The decoded object if it has been decoded already (no decoding here)."""
+        return self._obj
+
     def copy_obj(self) -> Obj:
         """A private, mutable copy (decoding the bytes is faster than a deepcopy)."""
         result: Obj = orjson.loads(self.data)

@@ -8,6 +8,7 @@ holds the current and compacted revisions. One global revision numbers every cha
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import sqlite3
@@ -57,6 +58,11 @@ class StoreConfig:
     watch_buffer_limit: int = 100_000
     # Rows read per round trip while filtering a list.
     list_chunk: int = 1_000
+    # Decoded objects kept (LRU) so lists that need them (Table, selectors) skip JSON decoding:
+    # the role of kube-apiserver's watch cache, bounded. 0 disables.
+    decoded_cache_limit: int = 20_000
+    # SQLite page cache per connection (there are four: writer, event loop, two readers).
+    page_cache_kib: int = 16_384
     # FULL: a commit is on disk before the write is answered (survives power loss, not only kill -9).
     synchronous: str = "FULL"
 
@@ -64,6 +70,8 @@ class StoreConfig:
         for f in ("write_queue_limit", "max_batch", "history_limit", "watch_buffer_limit", "list_chunk"):
             if getattr(self, f) < 1:
                 raise ValueError(f"store config: {f} must be positive")
+        if self.decoded_cache_limit < 0:
+            raise ValueError("store config: decoded_cache_limit must not be negative")
         if self.synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("store config: synchronous must be FULL, NORMAL or EXTRA")
 
@@ -77,6 +85,51 @@ class ListResult:
 
 
 Mutator = Callable[[Obj], Obj | None]
+
+
+class DecodedCache:
+    """Bounded LRU of decoded current objects, keyed by (resource, namespace, name) and checked
+    against the revision, so a stale entry is never served. Shared by the writer and reader threads."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._d: collections.OrderedDict[tuple[str, str, str], tuple[int, Obj]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, ns: str, name: str, rv: int) -> Obj | None:
+        if not self.limit:
+            return None
+        with self._lock:
+            hit = self._d.get((key, ns, name))
+            if hit is None or hit[0] != rv:
+                return None
+            self._d.move_to_end((key, ns, name))
+            return hit[1]
+
+    def put(self, key: str, ns: str, name: str, rv: int, obj: Obj) -> None:
+        if not self.limit:
+            return
+        with self._lock:
+            self._d[(key, ns, name)] = (rv, obj)
+            self._d.move_to_end((key, ns, name))
+            while len(self._d) > self.limit:
+                self._d.popitem(last=False)
+
+    def committed(self, events: List[Event]) -> None:
+        if not self.limit:
+            return
+        with self._lock:
+            for ev in events:
+                k = (ev.key, ev.namespace, ev.name)
+                if ev.type == DELETED:
+                    self._d.pop(k, None)
+                elif k in self._d:
+                    # Refresh only what is cached: writes alone should not push reads out.
+                    self._d[k] = (ev.rv, ev.obj)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
 
 
 class _Op:
@@ -116,6 +169,7 @@ class Store:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self.stats = {"batches": 0, "ops": 0}
+        self.decoded = DecodedCache(self.config.decoded_cache_limit)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -124,7 +178,7 @@ class Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.config.synchronous}")
         conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute(f"PRAGMA cache_size=-{self.config.page_cache_kib}")
         with self._conns_lock:
             self._conns.append(conn)
         return conn
@@ -284,6 +338,7 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        self.decoded.committed(events)
         return results, events, rv
 
     def _apply(self, conn: sqlite3.Connection, op: _Op, rv: int) -> Event | Record:
@@ -395,7 +450,8 @@ class Store:
         ).fetchone()
         if row is None:
             raise NotFound(f"{key} {namespace}/{name} not found")
-        return Record(bytes(row[1]), int(row[0]))
+        rv = int(row[0])
+        return Record(bytes(row[1]), rv, self.decoded.get(key, namespace, name, rv))
 
     async def get(self, key: str, namespace: str, name: str) -> Record:
         return self.get_now(key, namespace, name)
@@ -409,13 +465,17 @@ class Store:
         limit: int = 0,
         at_rv: int | None = None,
         after: tuple[str, str] | None = None,
+        decode: bool = False,
     ) -> ListResult:
         """Objects of a resource in (namespace, name) order, consistent at one revision.
 
         Without `at_rv` the list is a snapshot of now. With `at_rv` (a continued list) it shows the
         objects as they were at that revision, or raises Expired once history has moved past it.
+        `decode` asks for every item's `obj` (through the decoded-object cache), e.g. for Tables.
         """
-        result: ListResult = await self._read(self._list, key, namespace, predicate, limit, at_rv, after)
+        result: ListResult = await self._read(
+            self._list, key, namespace, predicate, limit, at_rv, after, decode or predicate is not None
+        )
         return result
 
     def _list(
@@ -426,6 +486,7 @@ class Store:
         limit: int,
         at_rv: int | None,
         after: tuple[str, str] | None,
+        decode: bool,
     ) -> ListResult:
         conn = self._reader()
         conn.execute("BEGIN")
@@ -438,8 +499,11 @@ class Store:
             rows = self._iter_at(conn, key, ns, rv, snap_rv, after)
             items: List[Record] = []
             last: tuple[str, str] | None = None
+            cache = self.decoded
             for rns, rname, rrv, data in rows:
-                rec = Record(data, rrv)
+                rec = Record(data, rrv, cache.get(key, rns, rname, rrv))
+                if decode and rec.decoded is None:
+                    cache.put(key, rns, rname, rrv, rec.obj)
                 if predicate is not None and not predicate(rec.obj):
                     continue
                 if limit and len(items) == limit:
