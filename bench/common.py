@@ -107,31 +107,9 @@ class BenchServer(ApiServerProc):
 
     def start(self, timeout: float = 60.0) -> BenchServer:
         prof = os.environ.get("BENCH_PROFILE")
-        if not prof:
-            super().start(timeout)
-            return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_file.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cProfile",
-                "-o",
-                str(Path(prof).resolve()),
-                "-m",
-                "kubeedge.apiserver",
-                "--data-dir",
-                str(self.data_dir),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                *self.extra_args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        self.wait_ready(timeout)
+        if prof:
+            self.python_args = ["-m", "cProfile", "-o", str(Path(prof).resolve())]
+        super().start(timeout)
         return self
 
     @property

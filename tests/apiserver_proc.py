@@ -29,6 +29,8 @@ class ApiServerProc:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
+    # Interpreter options before `-m kubeedge.apiserver` (benchmarks run it under cProfile).
+    python_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -52,6 +54,7 @@ class ApiServerProc:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
+                *self.python_args,
                 "-m",
                 "kubeedge.apiserver",
                 "--data-dir",

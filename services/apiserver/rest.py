@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import json
@@ -15,7 +14,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from kubeedge.store import AlreadyExists, Conflict, Expired, NotFound, Record, Store, StoreError
+from kubeedge.store import AlreadyExists, Conflict, Expired, NotFound, Record, Store
 from kubeedge.store.watch import Predicate
 
 from . import patch as patching
@@ -914,6 +913,3 @@ def _scale_of(info: ResourceInfo, obj: Obj) -> Obj:
 
 
 __all__ = ["Negotiated", "ResourceApi", "Target", "json_response", "negotiate"]
-
-# Re-exported for the watch module's typing without import cycles.
-_unused = (asyncio, StoreError)
