@@ -27,7 +27,7 @@ class ApiServerConfig:
     bookmark_interval: float = 30.0
     # Seconds a watch waits after a small batch for more events before writing (0 disables):
     # trades a little latency for far fewer writes when many watchers follow busy resources.
-    watch_linger: float = 0.002
+    watch_linger: float = 0.03
     # A watch ends after this many seconds at most (clients re-watch from their last revision).
     max_watch_seconds: int = 1800
     # List page size cap, so one request cannot build an unbounded response.

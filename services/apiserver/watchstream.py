@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -124,31 +123,29 @@ async def serve_watch(
         await resp.write_eof()
         return resp
     await resp.prepare(request)
-    deadline = time.monotonic() + timeout
     interval = api.config.bookmark_interval
     linger = api.config.watch_linger
+    hub = store.hub
+    loop = asyncio.get_running_loop()
+    # Two timers per watch, not one per wakeup: the deadline, and the next bookmark.
+    end = loop.time() + timeout
+    deadline_timer = loop.call_at(end, watcher.poke)
+    bookmark_timer: asyncio.TimerHandle | None = None
     try:
         if initial:
             await resp.write(b"".join(enc.event(ADDED, r) for r in initial))
         if send_initial:
             await resp.write(enc.bookmark(start_rv, initial_end=True))
-        last_bookmark = time.monotonic()
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            wait = min(left, interval) if bookmarks else left
+        next_bookmark = loop.time() + interval
+        last_write = 0.0
+        if bookmarks:
+            bookmark_timer = loop.call_at(next_bookmark, watcher.poke)
+        while loop.time() < end:
             try:
-                batch = await watcher.next(max_wait=wait)
+                batch = await watcher.next()
             except Expired as e:
-                await resp.write(
-                    _event_bytes(
-                        "ERROR",
-                        orjson.dumps(
-                            status_obj(410, "Expired", f"too old resource version: {rv_text} ({e})")
-                        ),
-                    )
-                )
+                msg = f"too old resource version: {rv_text} ({e})"
+                await resp.write(_event_bytes("ERROR", orjson.dumps(status_obj(410, "Expired", msg))))
                 break
             except TooSlow as e:
                 log.warning("watch of %s by %s closed: %s", info.plural, request.remote, e)
@@ -156,18 +153,25 @@ async def serve_watch(
             except Closed:
                 break
             if batch:
-                if linger and len(batch) < LINGER_MAX_EVENTS:
-                    # Under a stream of small commits, one write per ~ms instead of per commit cuts
-                    # the per-watcher cost (wakeup, chunk, TLS record, syscall) by the batch size.
-                    await asyncio.sleep(linger)
+                if linger and len(batch) < LINGER_MAX_EVENTS and loop.time() - last_write < linger:
+                    # Nagle for watches: a watch that wrote within the last `linger` waits for the
+                    # shared tick and sends everything since in one write. Under a stream of small
+                    # commits that cuts the per-watcher cost (wakeup, chunk, TLS record, syscall) by
+                    # the batch size; an idle watch still gets its first event at once.
+                    await hub.tick(linger)
                     batch += watcher.drain()
                 await resp.write(b"".join(enc.event(t, r) for t, r in batch))
-            if bookmarks and time.monotonic() - last_bookmark >= interval:
+                last_write = loop.time()
+            if bookmarks and loop.time() >= next_bookmark:
                 await resp.write(enc.bookmark(watcher.progress_rv))
-                last_bookmark = time.monotonic()
+                next_bookmark = loop.time() + interval
+                bookmark_timer = loop.call_at(next_bookmark, watcher.poke)
         await resp.write_eof()
     except ConnectionResetError:
         pass  # the client went away; nothing to tell it
     finally:
+        deadline_timer.cancel()
+        if bookmark_timer is not None:
+            bookmark_timer.cancel()
         watcher.close()
     return resp

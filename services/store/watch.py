@@ -61,6 +61,7 @@ class Watcher:
         self._wake = asyncio.Event()
         self._error: BaseException | None = None
         self._closed = False
+        self._poked = False
 
     def offer(self, events: list[Event]) -> None:
         """Called on the event loop for each committed batch touching this watcher's resource."""
@@ -120,6 +121,9 @@ class Watcher:
             if self._closed:
                 raise Closed("watch closed")
             self.progress_rv = max(self.progress_rv, self._hub.rv)
+            if self._poked:
+                self._poked = False
+                return []
             self._wake.clear()
             if max_wait is None:
                 await self._wake.wait()
@@ -132,6 +136,12 @@ class Watcher:
                 if not self._buf:
                     self.progress_rv = max(self.progress_rv, self._hub.rv)
                 return []
+
+    def poke(self) -> None:
+        """Make a pending or the next `next()` return (with [] if nothing is buffered): timers of
+        the consumer (bookmarks, deadlines) use this instead of arming a timeout per wait."""
+        self._poked = True
+        self._wake.set()
 
     def drain(self) -> list[Delivery]:
         """Whatever is buffered now, without waiting (used to coalesce bursts into one write)."""
@@ -165,17 +175,33 @@ class Watcher:
             raise StopAsyncIteration from None
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class Hub:
     """Routes committed batches to the watchers of each resource key."""
 
     def __init__(self) -> None:
         self.rv = 0  # the last published revision
+        self._tick: asyncio.Future[None] | None = None
         # Synchronous observers of every committed batch (indexes that must never lag the store).
         self.listeners: list[Callable[[list[Event]], None]] = []
         self._by_key: dict[str, set[Watcher]] = collections.defaultdict(set)
 
     def add(self, w: Watcher) -> None:
         self._by_key[w.key].add(w)
+
+    def tick(self, period: float) -> asyncio.Future[None]:
+        """A future that resolves within `period`, shared by everyone who asks meanwhile: watchers
+        coalescing bursts all wait on one timer instead of arming one each."""
+        fut = self._tick
+        if fut is None or fut.done():
+            loop = asyncio.get_running_loop()
+            fut = self._tick = loop.create_future()
+            loop.call_later(period, _resolve, fut)
+        return fut
 
     def remove(self, w: Watcher) -> None:
         ws = self._by_key.get(w.key)
