@@ -25,8 +25,9 @@ class ApiServerConfig:
     max_body_bytes: int = 3 * 1024 * 1024
     # Seconds between watch bookmarks (clients asked allowWatchBookmarks=true).
     bookmark_interval: float = 30.0
-    # Seconds a watch waits after a small batch for more events before writing (0 disables):
-    # trades a little latency for far fewer writes when many watchers follow busy resources.
+    # A watch that wrote less than this many seconds ago collects further events until the next
+    # tick and sends them in one write (0 disables). Idle watches still send at once; busy ones
+    # trade up to this much latency for far fewer writes when many watchers follow hot resources.
     watch_linger: float = 0.03
     # A watch ends after this many seconds at most (clients re-watch from their last revision).
     max_watch_seconds: int = 1800
