@@ -22,6 +22,7 @@ import yaml
 from aiohttp import web
 
 from kubeedge.pki import certs
+from kubeedge.runtime import Supervisor
 from kubeedge.store import AlreadyExists, NotFound, Store
 
 from . import discovery, openapi
@@ -51,8 +52,6 @@ VERSION = {
     "compiler": "gc",
     "platform": f"linux/{'arm64' if platform.machine() in ('aarch64', 'arm64') else 'amd64'}",
 }
-SUPERVISOR_BACKOFF_MIN = 0.5
-SUPERVISOR_BACKOFF_MAX = 30.0
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 AGGREGATED = "apidiscovery.k8s.io"
 ANONYMOUS_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
@@ -134,7 +133,7 @@ class ApiServer:
         self.api = ResourceApi(self.store, self.registry, Authorizer(self.graph), self.allocator, config)
         self.crds = CrdServing(self.registry)
         self._runner: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = Supervisor("apiserver")
         self._discovery_cache: dict[str, tuple[int, bytes]] = {}
         self._conn_identity: weakref.WeakKeyDictionary[Any, Identity | None] = weakref.WeakKeyDictionary()
         self.port = config.port
@@ -181,39 +180,14 @@ class ApiServer:
         log.info("API server serving on %s (data in %s)", self.url, self.config.data_dir)
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self.tasks.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.store.close()
         log.info("API server stopped")
 
     def _spawn(self, make: Callable[[], Awaitable[None]], name: str, restart: bool = True) -> None:
-        """Run a background task under supervision: failures are logged and, for long-lived loops,
-        the task is restarted with capped backoff; cancellation (shutdown) ends it."""
-
-        async def guarded() -> None:
-            backoff = SUPERVISOR_BACKOFF_MIN
-            while True:
-                try:
-                    await make()
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    if not restart:
-                        log.exception("background task %s failed", name)
-                        return
-                    log.exception("background task %s failed; restarting in %.1fs", name, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, SUPERVISOR_BACKOFF_MAX)
-
-        task = asyncio.create_task(guarded(), name=name)
-        self._tasks.append(task)
-        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+        self.tasks.spawn(make, name, restart=restart)
 
     async def _load_state(self) -> None:
         for r in (await self.store.list(CRD_KEY)).items:
