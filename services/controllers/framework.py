@@ -368,7 +368,7 @@ class InformerFactory:
             self._informers[k] = inf
         return inf
 
-    def start(self, spawn: Callable[[Callable[[], Awaitable[None]], str], None]) -> None:
+    def start(self, spawn: Callable[[Callable[[], Awaitable[None]], str], object]) -> None:
         for inf in self._informers.values():
             spawn(inf.run, f"informer-{inf.res.plural}")
 
