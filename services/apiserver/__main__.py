@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from .config import parse_args
-from .server import ApiServer, serve
+from .server import ApiServer, Companion, serve
 
 
 def _announce(server: ApiServer) -> None:
@@ -21,6 +23,21 @@ def _announce(server: ApiServer) -> None:
     print(f"try: {kubectl} --kubeconfig {kubeconfig} get namespaces", flush=True)
 
 
+@contextlib.asynccontextmanager
+async def _embedded_controllers(server: ApiServer) -> AsyncIterator[object]:
+    """Embedded mode: the controllers run in this process but talk to the API like any client."""
+    from kubeedge.controllers.manager import ControllerManager
+    from kubeedge.kube import KubeClient, KubeConfig
+
+    async with KubeClient(KubeConfig.from_file(server.config.data_dir / "admin.kubeconfig")) as kc:
+        mgr = ControllerManager(kc, server.config.controllers.split(","))
+        await mgr.start()
+        try:
+            yield mgr
+        finally:
+            await mgr.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     logging.basicConfig(
@@ -29,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        asyncio.run(serve(config, ready=_announce))
+        companions: list[Companion] = [] if config.controllers == "none" else [_embedded_controllers]
+        asyncio.run(serve(config, ready=_announce, companions=companions))
     except KeyboardInterrupt:
         pass
     return 0

@@ -34,6 +34,9 @@ class ApiServerConfig:
     # List page size cap, so one request cannot build an unbounded response.
     max_list_limit: int = 100_000
     manifests_dir: Path | None = None
+    # Controllers run in this process ("all", "none", or a comma-separated list, "-x" to exclude);
+    # they reach the state through the API like any client. Run them apart with kubeedge.controllers.
+    controllers: str = "all"
     # Events older than this (by their last occurrence) are deleted, as kube-apiserver's --event-ttl.
     event_ttl: float = 3600.0
     # Run the namespace finalizer in-process (embedded mode); off when controllers run elsewhere.
@@ -103,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> ApiServerConfig:
     p.add_argument("--node-port-range")
     p.add_argument("--cert-san", action="append", dest="cert_sans", help="extra serving cert name/IP")
     p.add_argument("--manifests-dir", type=Path, help="manifests (CRDs) applied at start")
+    p.add_argument("--controllers", help="embedded controllers: all (default), none, or a list")
     p.add_argument("--log-level")
     a = p.parse_args(argv)
     values: dict[str, Any] = {}

@@ -516,8 +516,16 @@ def _manifests(mdir: Path | None) -> list[tuple[Path, Obj]]:
     ]
 
 
-async def serve(config: ApiServerConfig, ready: Callable[[ApiServer], None] | None = None) -> None:
-    """Run until cancelled or signalled; shut down cleanly."""
+Companion = Callable[["ApiServer"], contextlib.AbstractAsyncContextManager[object]]
+
+
+async def serve(
+    config: ApiServerConfig,
+    ready: Callable[[ApiServer], None] | None = None,
+    companions: list[Companion] | None = None,
+) -> None:
+    """Run until cancelled or signalled; shut down cleanly. Companions (the embedded controllers)
+    start once the server serves and stop before it does."""
     import signal
 
     server = ApiServer(config)
@@ -527,10 +535,13 @@ async def serve(config: ApiServerConfig, ready: Callable[[ApiServer], None] | No
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready(server)
     try:
-        await stop.wait()
+        async with contextlib.AsyncExitStack() as stack:
+            for make in companions or ():
+                await stack.enter_async_context(make(server))
+            if ready is not None:
+                ready(server)
+            await stop.wait()
+            log.info("shutting down")
     finally:
-        log.info("shutting down")
         await server.stop()
