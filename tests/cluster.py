@@ -115,17 +115,17 @@ async def renewing(kc: KubeClient, nodes: list[str], every: float = 1.0) -> Asyn
 async def wait_for(
     check: Callable[[], Awaitable[T]],
     *,
-    timeout: float = 30.0,
+    deadline_s: float = 30.0,
     interval: float = 0.1,
     what: str = "condition",
 ) -> T:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    """Poll `check` until it returns something truthy; fail with `what` after `deadline_s` seconds."""
+    deadline = asyncio.get_running_loop().time() + deadline_s
     last: Any = None
     while True:
         last = await check()
         if last:
             return last
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+            raise AssertionError(f"timed out after {deadline_s}s waiting for {what} (last: {last!r})")
         await asyncio.sleep(interval)
