@@ -11,8 +11,15 @@ from tests.apiserver_proc import ApiServerProc
 
 
 @pytest.fixture(scope="module")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerProc]:
-    srv = ApiServerProc(tmp_path_factory.mktemp("apiserver")).start()
+def apiserver(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServerProc]:
+    """All controllers run embedded, unless the test module narrows them with a module-level
+    `APISERVER_CONTROLLERS = "a,b"` (API-level tests keep workload controllers from racing them)."""
+    controllers = getattr(request.module, "APISERVER_CONTROLLERS", "all")
+    srv = ApiServerProc(
+        tmp_path_factory.mktemp("apiserver"), extra_args=["--controllers", controllers]
+    ).start()
     try:
         yield srv
     finally:

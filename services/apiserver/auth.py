@@ -120,8 +120,39 @@ def _deny(ident: Identity, a: Attributes, why: str) -> ApiError:
     )
 
 
+SA_PREFIX = "system:serviceaccount:"
+SA_GROUP = "system:serviceaccounts"
+# What a service account may look at without RBAC: the subresources a read-only ("view") role covers.
+_SA_READABLE_SUBRESOURCES = ("", "status", "scale", "log")
+
+
+def service_account_of(ident: Identity) -> tuple[str, str] | None:
+    """(namespace, name) when the identity is a service account (authenticated by its token)."""
+    if not ident.user.startswith(SA_PREFIX) or SA_GROUP not in ident.groups:
+        return None
+    ns, _, name = ident.user[len(SA_PREFIX) :].partition(":")
+    return (ns, name) if ns and name else None
+
+
+def _service_account_rule(ns: str, a: Attributes) -> str:
+    """There is no RBAC yet, so service accounts get a fixed read-only policy, close to binding the
+    "view" role in their own namespace: read (get/list/watch) namespaced objects there, except
+    Secrets (credentials are not for every pod). Discovery is open to any authenticated identity
+    and never reaches the authorizer. '' when allowed, else the reason for the refusal."""
+    if a.verb not in ("get", "list", "watch"):
+        return "service accounts may only read (no RBAC policy grants more)"
+    if not a.info.namespaced or a.namespace != ns:
+        return f'service accounts may only read objects in their own namespace "{ns}"'
+    if a.info.key == "secrets":
+        return "service accounts may not read secrets"
+    if a.subresource not in _SA_READABLE_SUBRESOURCES:
+        return f"service accounts may not read {a.info.plural}/{a.subresource}"
+    return ""
+
+
 class Authorizer:
-    """Admins may do everything; nodes may do what running their own pods needs; nobody else."""
+    """Admins may do everything; nodes may do what running their own pods needs; service accounts
+    may read their namespace; nobody else."""
 
     def __init__(self, graph: NodeGraph) -> None:
         self.graph = graph
@@ -130,6 +161,12 @@ class Authorizer:
         if ident is None:
             raise unauthorized()
         if ident.is_admin:
+            return
+        sa = service_account_of(ident)
+        if sa is not None:
+            why = _service_account_rule(sa[0], a)
+            if why:
+                raise _deny(ident, a, why)
             return
         node = ident.node_name
         if node is None:

@@ -39,8 +39,6 @@ class ApiServerConfig:
     controllers: str = "all"
     # Events older than this (by their last occurrence) are deleted, as kube-apiserver's --event-ttl.
     event_ttl: float = 3600.0
-    # Run the namespace finalizer in-process (embedded mode); off when controllers run elsewhere.
-    namespace_finalizer: bool = True
     log_level: str = "INFO"
     store: StoreConfig = field(default_factory=StoreConfig)
 
@@ -122,6 +120,7 @@ def parse_args(argv: list[str] | None = None) -> ApiServerConfig:
         "node_port_range",
         "cert_sans",
         "manifests_dir",
+        "controllers",
         "log_level",
     ):
         v = getattr(a, k)

@@ -370,7 +370,24 @@ def _default_job(obj: Obj) -> None:
         spec, "podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed"
     )
     _default_template(spec)
+    _generate_job_selector(obj, spec)
     _dict(obj, "status")
+
+
+def _generate_job_selector(obj: Obj, spec: Obj) -> None:
+    """The Job strategy's generateSelector: unless manualSelector, pods are selected by the job's uid."""
+    md = obj.get("metadata") or {}
+    uid, name = md.get("uid"), md.get("name") or ""
+    template = spec.get("template")
+    if spec.get("manualSelector") is True or not uid or not isinstance(template, dict):
+        return
+    labels = _dict(_dict(template, "metadata"), "labels")
+    labels.setdefault("batch.kubernetes.io/controller-uid", uid)
+    labels.setdefault("controller-uid", uid)
+    if len(name) <= 63:  # a label value's limit
+        labels.setdefault("batch.kubernetes.io/job-name", name)
+        labels.setdefault("job-name", name)
+    _default(spec, "selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from .objects import (
     unchanged,
 )
 from .resources import Registry, ResourceInfo
+from .satokens import ServiceAccountTokens
 from .selectors import FieldSelector, LabelSelector, SelectorError, supported_field_selectors
 from .watchstream import serve_watch
 
@@ -187,6 +188,8 @@ class ResourceApi:
         self.config = config
         # Hooks run after a successful write of a resource key (CRD registration, allocator release).
         self.after_write: dict[str, list[Callable[[str, Obj], None]]] = {}
+        # Issues serviceaccounts/<name>/token (set by the server, which owns the signing key).
+        self.sa_tokens: ServiceAccountTokens | None = None
 
     # ---- request plumbing -------------------------------------------------------------------
 
@@ -194,10 +197,16 @@ class ResourceApi:
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise too_large(limit)
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            raise too_large(limit)
-        return body
+        # StreamReader.read(n) returns what is buffered so far, not n bytes: a body arriving in
+        # several segments must be read until EOF (it was cut short under load before).
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await request.content.read(limit + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+        return b"".join(chunks)
 
     def decode_body(self, body: bytes, content_type: str, expect: tuple[str, str] | None = None) -> Obj:
         """JSON, YAML, or Kubernetes protobuf (kubectl's typed commands); `expect` is the
@@ -802,6 +811,12 @@ class ResourceApi:
             opts = obj.get("deleteOptions") or {}
             await self.delete_object(t.info, t.namespace, t.name, opts)
             return json_response(status_obj(201, "", "", success=True), 201)
+        if t.info.key == "serviceaccounts" and t.subresource == "token" and self.sa_tokens is not None:
+            self.authorize(ident, Attributes("create", t.info, t.namespace, t.name, "token", obj=obj))
+            tr = self.sa_tokens.token_request(
+                t.info, t.namespace, t.name, obj, ident, _dry_run(request.query)
+            )
+            return json_response(tr, 201)
         raise method_not_allowed(f"the server does not allow POST on {t.info.plural}/{t.subresource}")
 
     async def _bind(self, t: Target, binding: Obj) -> web.StreamResponse:
@@ -823,6 +838,9 @@ class ResourceApi:
 
         def mutate(cur: Obj) -> Obj | None:
             spec = cur.setdefault("spec", {})
+            want_uid = (binding.get("metadata") or {}).get("uid")
+            if want_uid and want_uid != cur["metadata"].get("uid"):
+                raise conflict(t.info, t.name, "the object might have been deleted and then recreated")
             if cur["metadata"].get("deletionTimestamp"):
                 raise conflict(t.info, t.name, "pod is being deleted, cannot be assigned to a host")
             if spec.get("nodeName"):

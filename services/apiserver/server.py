@@ -32,11 +32,11 @@ from .config import ApiServerConfig
 from .crds import CrdServing
 from .errors import ApiError, internal, not_found
 from .events import expire_events
-from .namespaces import NamespaceFinalizer
 from .nodegraph import NodeGraph
 from .objects import CRD_KEY
 from .resources import Registry
 from .rest import ResourceApi, Target, json_response
+from .satokens import ServiceAccountTokens
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,10 @@ class ApiServer:
         self.tokens = TokenAuthenticator(config.data_dir / "tokens.csv")
         self.allocator = ServiceAllocator(config.service_cidr, config.node_ports)
         self.api = ResourceApi(self.store, self.registry, Authorizer(self.graph), self.allocator, config)
+        # Bound service-account tokens: issued by serviceaccounts/<name>/token, accepted as bearer tokens.
+        self.sa_tokens = ServiceAccountTokens(self.store, config.data_dir, config.cluster_domain)
+        self.api.sa_tokens = self.sa_tokens
+        self.tokens.checkers.append(self.sa_tokens.authenticate)
         self.crds = CrdServing(self.registry)
         self._runner: web.AppRunner | None = None
         self.tasks = Supervisor("apiserver")
@@ -144,14 +148,13 @@ class ApiServer:
     async def start(self) -> None:
         ca, _ = Pki(self.config).ensure()
         self.ca = ca
+        self.sa_tokens.load_key()
         await self.store.open()
         await self._load_state()
         self.api.after_write.setdefault(CRD_KEY, []).append(self._on_crd_write)
         self.api.after_write.setdefault("services", []).append(self._on_service_write)
         await self._bootstrap()
         _tune_gc()
-        if self.config.namespace_finalizer:
-            self._spawn(NamespaceFinalizer(self.api).run, "namespace-finalizer")
         self._spawn(lambda: expire_events(self.store, self.config.event_ttl), "event-ttl")
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._errors])
         app.router.add_route("*", "/{tail:.*}", self._dispatch)

@@ -15,7 +15,20 @@ from .framework import Controller, InformerFactory
 log = logging.getLogger(__name__)
 
 # name -> "module:Class"; modules are imported only when their controller is enabled.
-CONTROLLERS: dict[str, str] = {}
+CONTROLLERS: dict[str, str] = {
+    "endpoints": ".endpoints:EndpointsController",
+    "endpointslice": ".endpointslices:EndpointSliceController",
+    "serviceaccount": ".serviceaccounts:ServiceAccountsController",
+    "scheduler": ".scheduler:Scheduler",
+    "garbagecollector": ".garbagecollector:GarbageCollector",
+    "namespace": ".namespace:NamespaceController",
+    "nodelifecycle": ".nodelifecycle:NodeLifecycleController",
+    "daemonset": ".daemonset:DaemonSetController",
+    "statefulset": ".statefulset:StatefulSetController",
+    "job": ".job:JobController",
+    "replicaset": ".replicaset:ReplicaSetController",
+    "deployment": ".deployment:DeploymentController",
+}
 
 
 def known() -> list[str]:

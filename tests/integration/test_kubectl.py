@@ -21,6 +21,9 @@ import yaml
 from kubeedge.pki import certs
 from tests.apiserver_proc import KUBECTL, ApiServerProc
 
+# API-level tests: only the controllers that finish deletions (namespaces, cascades) run.
+APISERVER_CONTROLLERS = "namespace,garbagecollector"
+
 # ---- helpers -------------------------------------------------------------------------------------
 
 

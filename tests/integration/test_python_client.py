@@ -20,6 +20,9 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.apiserver_proc import ApiServerProc
 
+# API-level tests: only the controllers that finish deletions (namespaces, cascades) run.
+APISERVER_CONTROLLERS = "namespace,garbagecollector"
+
 MERGE = "application/merge-patch+json"
 APPLY = "application/apply-patch+yaml"
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
