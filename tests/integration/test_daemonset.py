@@ -281,6 +281,12 @@ async def test_rolling_update_replaces_pods_within_budget(kc: KubeClient, ns: st
     async with FakeKubelet(kc, ns) as kubelet:
         await kc.create(DAEMONSETS, daemonset("agent", lbl, updateStrategy=strategy), ns)
         await wait_for(lambda: placed_on(kc, ns, nodes), what="initial pods")
+
+        async def all_available() -> bool:
+            st = (await kc.get(DAEMONSETS, "agent", ns)).get("status") or {}
+            return st.get("numberAvailable") == 4
+
+        await wait_for(all_available, what="initial pods available")
         old = set((await _hashes(kc, ns)).values())
         assert len(old) == 1
 

@@ -12,6 +12,8 @@ from kubeedge.controllers.endpoints import (
     POD_LABEL_INDEX,
     SERVICE_SELECTOR_INDEX,
     compute_subsets,
+    desired_endpoints,
+    endpoints_up_to_date,
     normalize_subsets,
     pod_label_pairs,
     pods_for_service,
@@ -157,6 +159,32 @@ def test_normalized_subsets_ignore_order_and_defaults() -> None:
         }
     ]
     assert normalize_subsets(stored) == normalize_subsets(subsets)
+
+
+def test_only_real_changes_need_a_write() -> None:
+    service = svc()
+    pods = [pod("a", "10.0.0.1"), pod("b", "10.0.0.2", ready=False)]
+    want = desired_endpoints(service, pods)
+    assert want["metadata"]["labels"] == {"tier": "front"}
+    # What the server hands back: reordered, defaulted, with metadata of its own.
+    current = {
+        "metadata": {"name": "web", "labels": {"tier": "front"}, "resourceVersion": "9", "uid": "u"},
+        "subsets": [
+            {
+                "notReadyAddresses": want["subsets"][0]["notReadyAddresses"],
+                "addresses": want["subsets"][0]["addresses"],
+                "ports": [{"port": 8080, "name": "http", "protocol": "TCP"}],
+            }
+        ],
+    }
+    assert endpoints_up_to_date(current, want)
+    pods[1]["status"]["conditions"][0]["status"] = "True"
+    assert not endpoints_up_to_date(current, desired_endpoints(service, pods))
+    relabelled = svc()
+    relabelled["metadata"]["labels"]["tier"] = "back"
+    assert not endpoints_up_to_date(
+        current, desired_endpoints(relabelled, [*pods[:1], pod("b", "10.0.0.2", ready=False)])
+    )
 
 
 def test_selector_index_finds_matching_services_only() -> None:
