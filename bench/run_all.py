@@ -14,7 +14,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_create.py", "bench_list.py", "bench_watch.py", "bench_rss.py"]
+BENCHES = [
+    "bench_create.py",
+    "bench_list.py",
+    "bench_watch.py",
+    "bench_rss.py",
+    "bench_schedule.py",
+    "bench_deployment.py",
+]
 
 
 def main() -> int:
