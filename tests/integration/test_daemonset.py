@@ -193,13 +193,10 @@ async def test_one_pod_per_matching_node_follows_nodes(kc: KubeClient, ns: str) 
     await register_node(
         kc, d, labels={lbl: "yes"}, taints=[{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]
     )
-    # Node problems are tolerated automatically: a not-ready node still runs its daemons.
+    # Node problems are tolerated automatically: an unreachable-tainted node still runs its daemons.
+    # (The node itself reports Ready, so a node-lifecycle controller, if running, leaves its pods alone.)
     await register_node(
-        kc,
-        e,
-        labels={lbl: "yes"},
-        ready=False,
-        taints=[{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}],
+        kc, e, labels={lbl: "yes"}, taints=[{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]
     )
     async with FakeKubelet(kc, ns) as kubelet:
         await kc.create(DAEMONSETS, daemonset("agent", lbl), ns)
