@@ -63,6 +63,26 @@ def selector_matches(selector: Obj | None, labels: dict[str, str] | None) -> boo
     return all(_requirement_matches(r, labels) for r in selector.get("matchExpressions") or ())
 
 
+def selector_string(selector: Obj | None) -> str | None:
+    """A metav1.LabelSelector as a labelSelector query string; None for one that matches nothing."""
+    if not selector:
+        return None
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for req in selector.get("matchExpressions") or ():
+        key, op, values = req.get("key", ""), req.get("operator", ""), req.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+        else:
+            return None
+    return ",".join(parts) or None
+
+
 def labels_of(obj: Obj) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get("labels") or {})
 

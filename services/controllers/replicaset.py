@@ -187,6 +187,9 @@ class ReplicaSetController(Controller):
         self.rs_informer.add_index(UID_INDEX, _own_uid)
         self.rs_informer.add_handler(self._on_rs)
         self.pod_informer.add_handler(self._on_pod)
+        # ReplicaSets whose orphans were looked up live once (see _claim_pods); bounded by the
+        # number of ReplicaSets, entries leave with them.
+        self._listed_live: set[str] = set()
 
     # -- event handlers: quick, they only enqueue and record observations --------------------------
 
@@ -195,6 +198,7 @@ class ReplicaSetController(Controller):
         assert obj is not None
         if new is None:
             self.expectations.forget(uid_of(obj))
+            self._listed_live.discard(uid_of(obj))
         self.queue.add(key_of(obj))
 
     def _rs_for_ref(self, pod: Obj, ref: Obj | None) -> Obj | None:
@@ -296,9 +300,16 @@ class ReplicaSetController(Controller):
                 await self._release(rs, pod)
         if pt.is_terminating(rs):
             return owned
+        candidates = self.pod_informer.by_index(pt.ORPHAN_NS_INDEX, ns)
+        if uid not in self._listed_live:
+            # The first sync of a ReplicaSet looks for orphans with a live list: pods created just
+            # before it may not have reached the informer yet, and creating replacements for them
+            # would mean deleting (maybe those very) pods right after.
+            candidates = await self._live_orphans(ns, selector, candidates)
+            self._listed_live.add(uid)
         orphans = [
             p
-            for p in self.pod_informer.by_index(pt.ORPHAN_NS_INDEX, ns)
+            for p in candidates
             if not pt.is_terminating(p) and pt.selector_matches(selector, pt.labels_of(p))
         ]
         if orphans and await self._can_adopt(rs):
@@ -307,6 +318,17 @@ class ReplicaSetController(Controller):
                 if adopted is not None:
                     owned.append(adopted)
         return owned
+
+    async def _live_orphans(self, ns: str, selector: Obj | None, cached: list[Obj]) -> list[Obj]:
+        text = pt.selector_string(selector)
+        if text is None:
+            return cached
+        items, _ = await self.kc.list(PODS, ns, label_selector=text)
+        by_uid = {uid_of(p): p for p in cached}
+        for p in items:  # the live copy is the fresher one
+            if controller_of(p) is None:
+                by_uid[uid_of(p)] = p
+        return list(by_uid.values())
 
     async def _can_adopt(self, rs: Obj) -> bool:
         # Re-read uncached: never adopt for a ReplicaSet that was deleted (or re-created) meanwhile.
@@ -324,8 +346,22 @@ class ReplicaSetController(Controller):
         patch = {"metadata": {"ownerReferences": refs, "resourceVersion": md.get("resourceVersion")}}
         try:
             return await self.kc.patch(PODS, md["name"], patch, namespace=md.get("namespace"))
-        except (NotFound, Conflict):
-            return None  # gone or changed: the event it caused brings us back
+        except NotFound:
+            return None
+        except Conflict:
+            pass
+        # Changed meanwhile (a kubelet status update): decide again on the fresh pod. Counting it out
+        # instead would create a replacement, and the next sync would delete a pod to make up.
+        try:
+            fresh = await self.kc.get(PODS, md["name"], md.get("namespace"))
+        except NotFound:
+            return None
+        selector = (rs.get("spec") or {}).get("selector")
+        if controller_of(fresh) is not None or not pt.selector_matches(selector, pt.labels_of(fresh)):
+            return None
+        patch["metadata"]["resourceVersion"] = fresh["metadata"].get("resourceVersion")
+        # A second conflict raises: the reconcile is retried before anything is created.
+        return await self.kc.patch(PODS, md["name"], patch, namespace=md.get("namespace"))
 
     async def _release(self, rs: Obj, pod: Obj) -> None:
         md = pod["metadata"]
