@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
+from kubeedge.kube import NAMESPACES, KubeClient, KubeConfig
 from tests.apiserver_proc import ApiServerProc
 
 
@@ -42,3 +45,23 @@ def apiserver_factory(tmp_path: Path) -> Iterator[type[ApiServerProc]]:
             s.stop()
         except Exception:
             pass
+
+
+@pytest.fixture(scope="module")
+def server(apiserver: ApiServerProc) -> ApiServerProc:
+    return apiserver
+
+
+@pytest_asyncio.fixture
+async def kc(apiserver: ApiServerProc) -> AsyncIterator[KubeClient]:
+    """An admin API client for the module's server."""
+    async with KubeClient(KubeConfig.from_file(str(apiserver.kubeconfig))) as c:
+        yield c
+
+
+@pytest_asyncio.fixture
+async def ns(kc: KubeClient) -> str:
+    """A fresh namespace for one test."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    await kc.create(NAMESPACES, {"metadata": {"name": name}})
+    return name

@@ -9,23 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-
-import pytest
 
 from kubeedge.kube import (
     CONTROLLERREVISIONS,
     DAEMONSETS,
-    NAMESPACES,
     NODES,
     PODS,
     KubeClient,
     ListWatch,
     NotFound,
-    load_kubeconfig,
 )
-from tests.apiserver_proc import ApiServerProc
 from tests.cluster import now_micro, register_node, wait_for
 
 Obj = dict[str, Any]
@@ -42,28 +37,8 @@ async def until(
     return result
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerProc]:
-    srv = ApiServerProc(
-        tmp_path_factory.mktemp("ds"), extra_args=["--controllers", "daemonset,statefulset,job"]
-    ).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-async def kc(server: ApiServerProc) -> AsyncIterator[KubeClient]:
-    async with KubeClient(load_kubeconfig(server.kubeconfig)) as c:
-        yield c
-
-
-@pytest.fixture
-async def ns(kc: KubeClient) -> str:
-    name = f"ds-{uuid.uuid4().hex[:8]}"
-    await kc.create(NAMESPACES, {"metadata": {"name": name}})
-    return name
+# Only these controllers run (see tests/conftest.py: `server`, `kc` and `ns` come from there).
+APISERVER_CONTROLLERS = "daemonset,statefulset,job"
 
 
 def ready_status(ready: bool = True) -> Obj:

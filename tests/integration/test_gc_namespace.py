@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pytest
-
-from kubeedge.kube import CONFIGMAPS, CRDS, NAMESPACES, PODS, SECRETS, KubeClient, Res, load_kubeconfig
+from kubeedge.kube import CONFIGMAPS, CRDS, NAMESPACES, PODS, SECRETS, KubeClient, Res
 from kubeedge.kube.errors import NotFound
 from tests.apiserver_proc import ApiServerProc
 from tests.cluster import wait_for
@@ -18,28 +15,8 @@ DEVICES = Res("devices.kubeedge.io", "v1beta1", "devices", True, "Device")
 HOLD = "test.kubeedge.io/hold"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerProc]:
-    srv = ApiServerProc(
-        tmp_path_factory.mktemp("gc"), extra_args=["--controllers", "garbagecollector,namespace"]
-    ).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-async def kc(server: ApiServerProc) -> AsyncIterator[KubeClient]:
-    async with KubeClient(load_kubeconfig(server.kubeconfig)) as c:
-        yield c
-
-
-@pytest.fixture
-async def ns(kc: KubeClient) -> str:
-    name = f"gc-{uuid.uuid4().hex[:8]}"
-    await kc.create(NAMESPACES, {"metadata": {"name": name}})
-    return name
+# Only these controllers run (see tests/conftest.py: `server`, `kc` and `ns` come from there).
+APISERVER_CONTROLLERS = "garbagecollector,namespace"
 
 
 def ref(owner: Obj, *, block: bool = False, controller: bool = False) -> Obj:

@@ -4,14 +4,10 @@ their Leases renewed by the test (`renewing`), a short grace period set per node
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pytest
-
-from kubeedge.kube import NAMESPACES, NODES, PODS, KubeClient, load_kubeconfig
+from kubeedge.kube import NODES, PODS, KubeClient
 from kubeedge.kube.errors import NotFound
-from tests.apiserver_proc import ApiServerProc
 from tests.cluster import register_node, renewing, wait_for
 
 Obj = dict[str, Any]
@@ -19,26 +15,8 @@ GRACE = "2"  # seconds, via node.kubeedge.io/grace-period-seconds
 UNREACHABLE = "node.kubernetes.io/unreachable"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerProc]:
-    srv = ApiServerProc(tmp_path_factory.mktemp("nlc"), extra_args=["--controllers", "nodelifecycle"]).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-async def kc(server: ApiServerProc) -> AsyncIterator[KubeClient]:
-    async with KubeClient(load_kubeconfig(server.kubeconfig)) as c:
-        yield c
-
-
-@pytest.fixture
-async def ns(kc: KubeClient) -> str:
-    name = f"nlc-{uuid.uuid4().hex[:8]}"
-    await kc.create(NAMESPACES, {"metadata": {"name": name}})
-    return name
+# Only these controllers run (see tests/conftest.py: `server`, `kc` and `ns` come from there).
+APISERVER_CONTROLLERS = "nodelifecycle"
 
 
 async def node(kc: KubeClient, name: str, *, edge: bool, annotations: dict[str, str] | None = None) -> None:

@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubeedge.kube import EVENTS, NAMESPACES, NODES, PODS, REPLICASETS, Conflict, KubeClient, load_kubeconfig
-from tests.apiserver_proc import ApiServerProc
+from kubeedge.kube import EVENTS, NODES, PODS, REPLICASETS, Conflict, KubeClient
 from tests.cluster import node_manifest, register_node, wait_for
 
 Obj = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerProc]:
-    srv = ApiServerProc(Path(tmp_path_factory.mktemp("sched")), extra_args=["--controllers", "scheduler"])
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-async def kc(server: ApiServerProc) -> AsyncIterator[KubeClient]:
-    async with KubeClient(load_kubeconfig(server.kubeconfig)) as c:
-        yield c
-
-
-@pytest.fixture
-async def ns(kc: KubeClient) -> str:
-    name = f"s-{uuid.uuid4().hex[:8]}"
-    await kc.create(NAMESPACES, {"metadata": {"name": name}})
-    return name
+# Only these controllers run (see tests/conftest.py: `server`, `kc` and `ns` come from there).
+APISERVER_CONTROLLERS = "scheduler"
 
 
 def pod_body(

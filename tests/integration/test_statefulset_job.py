@@ -3,51 +3,24 @@ tests) marks pods Running/Ready; Job pods are finished by patching their status 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
-
-import pytest
 
 from kubeedge.kube import (
     JOBS,
-    NAMESPACES,
     PERSISTENTVOLUMECLAIMS,
     PODS,
     STATEFULSETS,
     KubeClient,
     NotFound,
-    load_kubeconfig,
 )
-from tests.apiserver_proc import ApiServerProc
 from tests.cluster import now_micro, wait_for
 from tests.integration.test_daemonset import FakeKubelet, until
 
 Obj = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerProc]:
-    srv = ApiServerProc(
-        tmp_path_factory.mktemp("stsjob"), extra_args=["--controllers", "daemonset,statefulset,job"]
-    ).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-async def kc(server: ApiServerProc) -> AsyncIterator[KubeClient]:
-    async with KubeClient(load_kubeconfig(server.kubeconfig)) as c:
-        yield c
-
-
-@pytest.fixture
-async def ns(kc: KubeClient) -> str:
-    name = f"sj-{uuid.uuid4().hex[:8]}"
-    await kc.create(NAMESPACES, {"metadata": {"name": name}})
-    return name
+# Only these controllers run (see tests/conftest.py: `server`, `kc` and `ns` come from there).
+APISERVER_CONTROLLERS = "daemonset,statefulset,job"
 
 
 async def live_pods(kc: KubeClient, ns: str) -> dict[str, Obj]:
