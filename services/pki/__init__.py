@@ -1,3 +1,3 @@
-"""Certificates: the cluster CA, serving and client certificates, kubeconfig material.
-
-Later: bootstrap tokens, CSR signing and rotation for edge nodes."""
+"""Certificates: the cluster CA, serving and client certificates, kubeconfig material (`certs`),
+bootstrap tokens (`tokens`), the cloud's bootstrap/CSR server on :10002 (`bootstrap`) and the
+edge side that joins and rotates (`client`)."""

@@ -6,6 +6,8 @@ import base64
 import datetime as dt
 import ipaddress
 import os
+import ssl
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +33,34 @@ class KeyPair:
     def cert(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.cert_pem)
 
+    @property
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("expected an ECDSA private key")
+        return key
+
+    @classmethod
+    def load(cls, cert_path: Path, key_path: Path) -> KeyPair:
+        return cls(cert_path.read_bytes(), key_path.read_bytes())
+
+    def save(self, cert_path: Path, key_path: Path) -> None:
+        # The key first: a crash in between leaves an old certificate next to a key it does not
+        # match, which fails loudly at load, rather than a new certificate with an unreadable key.
+        write_private(key_path, self.key_pem)
+        write_private(cert_path, self.cert_pem)
+
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def generate_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(_CURVE)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return _key_pem(key)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -148,6 +175,35 @@ def sign_public_key(
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def make_csr(
+    key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    *,
+    organizations: Iterable[str] = (),
+    dns_names: Iterable[str] = (),
+    ip_addresses: Iterable[str] = (),
+) -> bytes:
+    """A PEM certificate signing request, the form KubeEdge's edge sends to the bootstrap server."""
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs))
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_addresses]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def load_cert_chain(ctx: ssl.SSLContext, pair: KeyPair) -> None:
+    """Load an in-memory pair into an SSL context. The ssl module only reads files, so the pair
+    goes through a private temporary directory that is removed before returning."""
+    with tempfile.TemporaryDirectory(prefix="kubeedge-tls-") as d:
+        cert_path, key_path = Path(d) / "tls.crt", Path(d) / "tls.key"
+        write_private(cert_path, pair.cert_pem)
+        write_private(key_path, pair.key_pem)
+        ctx.load_cert_chain(cert_path, key_path)
 
 
 def subject_identity(cert: x509.Certificate) -> tuple[str, list[str]]:

@@ -1,0 +1,72 @@
+"""KubeEdge message envelope, resource strings and the wire codec (sans-I/O), plus the in-process bus.
+
+The cloud-edge backbone (cloudhub, edgehub, metamanager, devicetwin) speaks only in these terms."""
+
+from .bus import DEFAULT_QUEUE_SIZE, Bus, BusError, Closed, ModuleStats, SyncTimeout, UnknownModule
+from .codec import (
+    MAX_FRAME_BYTES,
+    DecodeError,
+    EncodeError,
+    content_bytes,
+    content_object,
+    content_text,
+    decode,
+    encode,
+    encode_with_raw_content,
+)
+from .message import Header, Message, RawJSON, Route, new_msg_id, now_ms
+from .resource import (
+    KINDS,
+    KindInfo,
+    Resource,
+    ResourceError,
+    add_node,
+    base_type,
+    device_resource,
+    format_resource,
+    kind_info,
+    needs_ack,
+    resource_type_of,
+    strip_node,
+    type_for_api_resource,
+    type_for_kind,
+)
+
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "KINDS",
+    "MAX_FRAME_BYTES",
+    "Bus",
+    "BusError",
+    "Closed",
+    "DecodeError",
+    "EncodeError",
+    "Header",
+    "KindInfo",
+    "Message",
+    "ModuleStats",
+    "RawJSON",
+    "Resource",
+    "ResourceError",
+    "Route",
+    "SyncTimeout",
+    "UnknownModule",
+    "add_node",
+    "base_type",
+    "content_bytes",
+    "content_object",
+    "content_text",
+    "decode",
+    "device_resource",
+    "encode",
+    "encode_with_raw_content",
+    "format_resource",
+    "kind_info",
+    "needs_ack",
+    "new_msg_id",
+    "now_ms",
+    "resource_type_of",
+    "strip_node",
+    "type_for_api_resource",
+    "type_for_kind",
+]
