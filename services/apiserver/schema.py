@@ -105,9 +105,10 @@ def _fields(model: str) -> dict[str, _Type]:
 
 
 def _root_model(info: ResourceInfo) -> str | None:
-    if info.crd or info.version != "v1":
-        return None  # the client's models describe the v1 built-ins only
-    name = _MODEL_OF_KIND.get(info.kind, "V1" + info.kind)
+    if info.crd:
+        return None
+    # The client names models by version: V1Pod, V2HorizontalPodAutoscaler, ...
+    name = _MODEL_OF_KIND.get(info.kind, info.version.capitalize() + info.kind)
     return name if _is_model(name) else None
 
 
