@@ -359,6 +359,13 @@ def _default_statefulset(obj: Obj) -> None:
 
 def _default_job(obj: Obj) -> None:
     spec = _dict(obj, "spec")
+    _default_job_spec(spec)
+    _generate_job_selector(obj, spec)
+    _dict(obj, "status")
+
+
+def _default_job_spec(spec: Obj) -> None:
+    """SetDefaults_Job's spec part; CronJob job templates get it too (but no generated selector)."""
     if spec.get("completions") is None and spec.get("parallelism") is None:
         spec["completions"] = 1
     _default(spec, "parallelism", 1)
@@ -370,8 +377,6 @@ def _default_job(obj: Obj) -> None:
         spec, "podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed"
     )
     _default_template(spec)
-    _generate_job_selector(obj, spec)
-    _dict(obj, "status")
 
 
 def _generate_job_selector(obj: Obj, spec: Obj) -> None:
@@ -482,6 +487,152 @@ def _default_crd(obj: Obj) -> None:
         _default(version, "storage", False)
 
 
+# --------------------------------------------------------------------------------------------------
+# kinds that are stored and served but not enforced
+
+
+def _default_cronjob(obj: Obj) -> None:
+    spec = _dict(obj, "spec")
+    _default(spec, "concurrencyPolicy", "Allow")
+    _default(spec, "suspend", False)
+    _default(spec, "successfulJobsHistoryLimit", 3)
+    _default(spec, "failedJobsHistoryLimit", 1)
+    job_template = spec.get("jobTemplate")
+    if isinstance(job_template, dict):
+        _default_job_spec(_dict(job_template, "spec"))
+    _dict(obj, "status")
+
+
+def _default_replicationcontroller(obj: Obj) -> None:
+    spec = _dict(obj, "spec")
+    _default(spec, "replicas", 1)
+    template = spec.get("template")
+    labels = ((template or {}).get("metadata") or {}).get("labels") if isinstance(template, dict) else None
+    # SetDefaults_ReplicationController: an empty selector means "the template's labels", and labels
+    # default to the template's too.
+    if not spec.get("selector") and labels:
+        spec["selector"] = dict(labels)
+    metadata = _dict(obj, "metadata")
+    if not metadata.get("labels") and labels:
+        metadata["labels"] = dict(labels)
+    _default_template(spec)
+    _default(_dict(obj, "status"), "replicas", 0)
+
+
+def _default_podtemplate(obj: Obj) -> None:
+    template = obj.get("template")
+    if isinstance(template, dict):
+        default_pod_spec(_dict(template, "spec"))
+
+
+def _default_pv(obj: Obj) -> None:
+    spec = _dict(obj, "spec")
+    _default(spec, "persistentVolumeReclaimPolicy", "Retain")
+    _default(spec, "volumeMode", "Filesystem")
+    if isinstance(spec.get("hostPath"), dict):
+        _default(spec["hostPath"], "type", "")
+    _default(_dict(obj, "status"), "phase", "Pending")
+
+
+def _default_hpa(obj: Obj) -> None:
+    _default(_dict(obj, "spec"), "minReplicas", 1)
+    # desiredReplicas is a non-omitempty int32 in Go, so it always reads back (as 0 before the first sync).
+    _default(_dict(obj, "status"), "desiredReplicas", 0)
+
+
+def _default_priorityclass(obj: Obj) -> None:
+    _default(obj, "preemptionPolicy", "PreemptLowerPriority")
+
+
+def _default_storageclass(obj: Obj) -> None:
+    _default(obj, "reclaimPolicy", "Delete")
+    _default(obj, "volumeBindingMode", "Immediate")
+
+
+_RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+def _default_binding(obj: Obj) -> None:
+    for subject in _items(obj, "subjects"):
+        kind = subject.get("kind")
+        if kind == "ServiceAccount":
+            _default(subject, "apiGroup", "")
+        elif kind in ("User", "Group"):
+            _default(subject, "apiGroup", _RBAC_GROUP)
+    role_ref = obj.get("roleRef")
+    if isinstance(role_ref, dict):
+        _default(role_ref, "apiGroup", _RBAC_GROUP)
+
+
+def _default_networkpolicy(obj: Obj) -> None:
+    spec = _dict(obj, "spec")
+    _dict(spec, "podSelector")
+    for rule in [*_items(spec, "ingress"), *_items(spec, "egress")]:
+        for port in _items(rule, "ports"):
+            _default(port, "protocol", "TCP")
+    # Every policy affects ingress; it affects egress only when it has egress rules (SetDefaults_NetworkPolicy).
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress", "Egress"] if spec.get("egress") else ["Ingress"]
+
+
+def _default_ingress(obj: Obj) -> None:
+    # pathType has no default in networking/v1: validation requires it.
+    _dict(_dict(obj, "status"), "loadBalancer")
+
+
+def _default_pdb(obj: Obj) -> None:
+    _dict(obj, "spec")
+    status = _dict(obj, "status")
+    for key in ("disruptionsAllowed", "currentHealthy", "desiredHealthy", "expectedPods"):
+        _default(status, key, 0)
+
+
+def _default_resourcequota(obj: Obj) -> None:
+    _dict(obj, "spec")
+    _dict(obj, "status")
+
+
+def _default_limitrange(obj: Obj) -> None:
+    _dict(obj, "spec")
+
+
+def _default_webhooks(obj: Obj) -> None:
+    for hook in _items(obj, "webhooks"):
+        _default(hook, "failurePolicy", "Fail")
+        _default(hook, "matchPolicy", "Equivalent")
+        _default(hook, "timeoutSeconds", 10)
+        _dict(hook, "namespaceSelector")
+        _dict(hook, "objectSelector")
+        service = (hook.get("clientConfig") or {}).get("service")
+        if isinstance(service, dict):
+            _default(service, "port", 443)
+        for rule in _items(hook, "rules"):
+            _default(rule, "scope", "*")
+
+
+def _default_mutating_webhooks(obj: Obj) -> None:
+    _default_webhooks(obj)
+    for hook in _items(obj, "webhooks"):
+        _default(hook, "reinvocationPolicy", "Never")
+
+
+def _default_ingressclass(obj: Obj) -> None:
+    parameters = _dict(obj, "spec").get("parameters")
+    if isinstance(parameters, dict):
+        _default(parameters, "scope", "Cluster")
+
+
+def _default_csidriver(obj: Obj) -> None:
+    spec = _dict(obj, "spec")
+    _default(spec, "attachRequired", True)
+    _default(spec, "podInfoOnMount", False)
+    _default(spec, "storageCapacity", False)
+    _default(spec, "fsGroupPolicy", "ReadWriteOnceWithFSType")
+    _default(spec, "requiresRepublish", False)
+    _default(spec, "seLinuxMount", False)
+    _default(spec, "volumeLifecycleModes", ["Persistent"])
+
+
 _DEFAULTERS: dict[str, Callable[[Obj], None]] = {
     "Pod": _default_pod,
     "Deployment": _default_deployment,
@@ -498,4 +649,22 @@ _DEFAULTERS: dict[str, Callable[[Obj], None]] = {
     "EndpointSlice": _default_endpointslice,
     "PersistentVolumeClaim": _default_pvc,
     "CustomResourceDefinition": _default_crd,
+    "CronJob": _default_cronjob,
+    "ReplicationController": _default_replicationcontroller,
+    "PodTemplate": _default_podtemplate,
+    "PersistentVolume": _default_pv,
+    "HorizontalPodAutoscaler": _default_hpa,
+    "PriorityClass": _default_priorityclass,
+    "StorageClass": _default_storageclass,
+    "RoleBinding": _default_binding,
+    "ClusterRoleBinding": _default_binding,
+    "NetworkPolicy": _default_networkpolicy,
+    "Ingress": _default_ingress,
+    "IngressClass": _default_ingressclass,
+    "PodDisruptionBudget": _default_pdb,
+    "ResourceQuota": _default_resourcequota,
+    "LimitRange": _default_limitrange,
+    "ValidatingWebhookConfiguration": _default_webhooks,
+    "MutatingWebhookConfiguration": _default_mutating_webhooks,
+    "CSIDriver": _default_csidriver,
 }

@@ -581,6 +581,171 @@ SCHEMA: Final[dict[str, str]] = {
     "Scale": f"{_OBJ} 2:spec:ScaleSpec 3:status:ScaleStatus",
     "ScaleSpec": "1:replicas:oint",
     "ScaleStatus": "1:replicas:int 2:selector",
+    # ---- core/v1 PersistentVolume (the PersistentVolumeSource members not shared with pod volumes) ------------
+    "PersistentVolume": f"{_OBJ} 2:spec:PersistentVolumeSpec 3:status:PersistentVolumeStatus",
+    "PersistentVolumeSpec": (
+        "1:capacity:{qty} 2:^PersistentVolumeSource 3:accessModes:[]str 4:claimRef:ObjectReference"
+        " 5:persistentVolumeReclaimPolicy 6:storageClassName 7:mountOptions:[]str 8:volumeMode"
+        " 9:nodeAffinity:VolumeNodeAffinity 10:volumeAttributesClassName"
+    ),
+    "PersistentVolumeSource": (
+        "1:gcePersistentDisk:GCEPersistentDiskVolumeSource 2:awsElasticBlockStore:AWSElasticBlockStoreVolumeSource"
+        " 3:hostPath:HostPathVolumeSource 4:glusterfs:GlusterfsPersistentVolumeSource 5:nfs:NFSVolumeSource"
+        " 6:rbd:RBDPersistentVolumeSource 7:iscsi:ISCSIPersistentVolumeSource 8:cinder:CinderPersistentVolumeSource"
+        " 9:cephfs:CephFSPersistentVolumeSource 10:fc:FCVolumeSource 11:flocker:FlockerVolumeSource"
+        " 12:flexVolume:FlexPersistentVolumeSource 13:azureFile:AzureFilePersistentVolumeSource"
+        " 14:vsphereVolume:VsphereVirtualDiskVolumeSource 15:quobyte:QuobyteVolumeSource"
+        " 16:azureDisk:AzureDiskVolumeSource 17:photonPersistentDisk:PhotonPersistentDiskVolumeSource"
+        " 18:portworxVolume:PortworxVolumeSource 19:scaleIO:ScaleIOPersistentVolumeSource"
+        " 20:local:LocalVolumeSource 21:storageos:StorageOSPersistentVolumeSource"
+        " 22:csi:CSIPersistentVolumeSource"
+    ),
+    "GlusterfsPersistentVolumeSource": "1:endpoints 2:path 3:readOnly:obool 4:endpointsNamespace",
+    "RBDPersistentVolumeSource": (
+        "1:monitors:[]str 2:image 3:fsType 4:pool 5:user 6:keyring 7:secretRef:SecretReference 8:readOnly:obool"
+    ),
+    "ISCSIPersistentVolumeSource": (
+        "1:targetPortal 2:iqn 3:lun:int 4:iscsiInterface 5:fsType 6:readOnly:obool 7:portals:[]str"
+        " 8:chapAuthDiscovery:obool 11:chapAuthSession:obool 10:secretRef:SecretReference 12:initiatorName"
+    ),
+    "CinderPersistentVolumeSource": "1:volumeID 2:fsType 3:readOnly:obool 4:secretRef:SecretReference",
+    "CephFSPersistentVolumeSource": (
+        "1:monitors:[]str 2:path 3:user 4:secretFile 5:secretRef:SecretReference 6:readOnly:obool"
+    ),
+    "FlexPersistentVolumeSource": (
+        "1:driver 2:fsType 3:secretRef:SecretReference 4:readOnly:obool 5:options:{str}"
+    ),
+    "AzureFilePersistentVolumeSource": "1:secretName 2:shareName 3:readOnly:obool 4:secretNamespace",
+    "ScaleIOPersistentVolumeSource": (
+        "1:gateway 2:system 3:secretRef:SecretReference 4:sslEnabled:obool 5:protectionDomain"
+        " 6:storagePool 7:storageMode 8:volumeName 9:fsType 10:readOnly:obool"
+    ),
+    "StorageOSPersistentVolumeSource": (
+        "1:volumeName 2:volumeNamespace 3:fsType 4:readOnly:obool 5:secretRef:ObjectReference"
+    ),
+    "LocalVolumeSource": "1:path 2:fsType",
+    "CSIPersistentVolumeSource": (
+        "1:driver 2:volumeHandle 3:readOnly:obool 4:fsType 5:volumeAttributes:{str}"
+        " 6:controllerPublishSecretRef:SecretReference 7:nodeStageSecretRef:SecretReference"
+        " 8:nodePublishSecretRef:SecretReference 9:controllerExpandSecretRef:SecretReference"
+        " 10:nodeExpandSecretRef:SecretReference"
+    ),
+    "SecretReference": "1:name 2:namespace",
+    "VolumeNodeAffinity": "1:required:NodeSelector",
+    "PersistentVolumeStatus": "1:phase 2:message 3:reason 4:lastPhaseTransitionTime:time",
+    # ---- rbac.authorization.k8s.io/v1 ------------------------------------------------------------------------
+    "Role": f"{_OBJ} 2:rules:[]PolicyRule",
+    "ClusterRole": f"{_OBJ} 2:rules:[]PolicyRule 3:aggregationRule:AggregationRule",
+    "RoleBinding": f"{_OBJ} 2:subjects:[]Subject 3:roleRef:RoleRef",
+    "ClusterRoleBinding": f"{_OBJ} 2:subjects:[]Subject 3:roleRef:RoleRef",
+    "PolicyRule": "1:verbs:[]str 2:apiGroups:[]str 3:resources:[]str 4:resourceNames:[]str 5:nonResourceURLs:[]str",
+    "AggregationRule": "1:clusterRoleSelectors:[]LabelSelector",
+    # Subject.apiGroup and RoleRef.apiGroup are plain strings without omitempty ("" is meaningful for
+    # ServiceAccount subjects): a decoded "" is still dropped and server defaulting fills it back in.
+    "Subject": "1:kind 2:apiGroup 3:name 4:namespace",
+    "RoleRef": "1:apiGroup 2:kind 3:name",
+    # ---- policy/v1, scheduling.k8s.io/v1 ---------------------------------------------------------------------
+    "PodDisruptionBudget": f"{_OBJ} 2:spec:PodDisruptionBudgetSpec 3:status:PodDisruptionBudgetStatus",
+    "PodDisruptionBudgetSpec": (
+        "1:minAvailable:ios 2:selector:LabelSelector 3:maxUnavailable:ios 4:unhealthyPodEvictionPolicy"
+    ),
+    # disruptedPods (2, map<string, Time>) is a status-only map kubectl never sends: left to the skipper.
+    "PodDisruptionBudgetStatus": (
+        "1:observedGeneration:oint 3:disruptionsAllowed:int 4:currentHealthy:int 5:desiredHealthy:int"
+        " 6:expectedPods:int 7:conditions:[]Condition"
+    ),
+    "PriorityClass": f"{_OBJ} 2:value:int 3:globalDefault:obool 4:description 5:preemptionPolicy",
+    # ---- networking.k8s.io/v1 (its IngressLoadBalancer* differ from core's) ----------------------------------
+    "Ingress": f"{_OBJ} 2:spec:IngressSpec 3:status:IngressStatus",
+    "IngressSpec": (
+        "4:ingressClassName 1:defaultBackend:IngressBackend 2:tls:[]IngressTLS 3:rules:[]IngressRule"
+    ),
+    "IngressBackend": "4:service:IngressServiceBackend 3:resource:TypedLocalObjectReference",
+    "IngressServiceBackend": "1:name 2:port:ServiceBackendPort",
+    "ServiceBackendPort": "1:name 2:number:oint",
+    "IngressTLS": "1:hosts:[]str 2:secretName",
+    "IngressRule": "1:host 2:^IngressRuleValue",
+    "IngressRuleValue": "1:http:HTTPIngressRuleValue",
+    "HTTPIngressRuleValue": "1:paths:[]HTTPIngressPath",
+    "HTTPIngressPath": "1:path 3:pathType 2:backend:IngressBackend",
+    "IngressStatus": "1:loadBalancer:IngressLoadBalancerStatus",
+    "IngressLoadBalancerStatus": "1:ingress:[]IngressLoadBalancerIngress",
+    "IngressLoadBalancerIngress": "1:ip 2:hostname 4:ports:[]IngressPortStatus",
+    "IngressPortStatus": "1:port:int 2:protocol 3:error",
+    "IngressClass": f"{_OBJ} 2:spec:IngressClassSpec",
+    "IngressClassSpec": "1:controller 2:parameters:IngressClassParametersReference",
+    "IngressClassParametersReference": "1:apiGroup 2:kind 3:name 4:scope 5:namespace",  # proto: aPIGroup
+    "NetworkPolicy": f"{_OBJ} 2:spec:NetworkPolicySpec",
+    "NetworkPolicySpec": (
+        "1:podSelector:LabelSelector 2:ingress:[]NetworkPolicyIngressRule 3:egress:[]NetworkPolicyEgressRule"
+        " 4:policyTypes:[]str"
+    ),
+    "NetworkPolicyIngressRule": "1:ports:[]NetworkPolicyPort 2:from:[]NetworkPolicyPeer",
+    "NetworkPolicyEgressRule": "1:ports:[]NetworkPolicyPort 2:to:[]NetworkPolicyPeer",
+    "NetworkPolicyPort": "1:protocol 2:port:ios 3:endPort:int",
+    "NetworkPolicyPeer": "1:podSelector:LabelSelector 2:namespaceSelector:LabelSelector 3:ipBlock:IPBlock",
+    "IPBlock": "1:cidr 2:except:[]str",
+    # ---- autoscaling/v2 --------------------------------------------------------------------------------------
+    "autoscaling.HorizontalPodAutoscaler": (
+        f"{_OBJ} 2:spec:autoscaling.HorizontalPodAutoscalerSpec 3:status:autoscaling.HorizontalPodAutoscalerStatus"
+    ),
+    "autoscaling.HorizontalPodAutoscalerSpec": (
+        "1:scaleTargetRef:autoscaling.CrossVersionObjectReference 2:minReplicas:int 3:maxReplicas:int"
+        " 4:metrics:[]autoscaling.MetricSpec 5:behavior:autoscaling.HorizontalPodAutoscalerBehavior"
+    ),
+    "autoscaling.CrossVersionObjectReference": "1:kind 2:name 3:apiVersion",
+    "autoscaling.MetricSpec": (
+        "1:type 2:object:autoscaling.ObjectMetricSource 3:pods:autoscaling.PodsMetricSource"
+        " 4:resource:autoscaling.ResourceMetricSource 7:containerResource:autoscaling.ContainerResourceMetricSource"
+        " 5:external:autoscaling.ExternalMetricSource"
+    ),
+    "autoscaling.ObjectMetricSource": (
+        "1:describedObject:autoscaling.CrossVersionObjectReference 2:target:autoscaling.MetricTarget"
+        " 3:metric:autoscaling.MetricIdentifier"
+    ),
+    "autoscaling.PodsMetricSource": "1:metric:autoscaling.MetricIdentifier 2:target:autoscaling.MetricTarget",
+    "autoscaling.ResourceMetricSource": "1:name 2:target:autoscaling.MetricTarget",
+    "autoscaling.ContainerResourceMetricSource": "1:name 2:target:autoscaling.MetricTarget 3:container",
+    "autoscaling.ExternalMetricSource": "1:metric:autoscaling.MetricIdentifier 2:target:autoscaling.MetricTarget",
+    "autoscaling.MetricIdentifier": "1:name 2:selector:LabelSelector",
+    "autoscaling.MetricTarget": "1:type 2:value:qty 3:averageValue:qty 4:averageUtilization:int",
+    "autoscaling.HorizontalPodAutoscalerBehavior": (
+        "1:scaleUp:autoscaling.HPAScalingRules 2:scaleDown:autoscaling.HPAScalingRules"
+    ),
+    "autoscaling.HPAScalingRules": (
+        "3:stabilizationWindowSeconds:int 1:selectPolicy 2:policies:[]autoscaling.HPAScalingPolicy 4:tolerance:qty"
+    ),
+    "autoscaling.HPAScalingPolicy": "1:type 2:value:int 3:periodSeconds:int",
+    "autoscaling.HorizontalPodAutoscalerStatus": (
+        "1:observedGeneration:int 2:lastScaleTime:time 3:currentReplicas:oint 4:desiredReplicas:int"
+        " 5:currentMetrics:[]autoscaling.MetricStatus 6:conditions:[]autoscaling.HorizontalPodAutoscalerCondition"
+    ),
+    "autoscaling.MetricStatus": (
+        "1:type 2:object:autoscaling.ObjectMetricStatus 3:pods:autoscaling.PodsMetricStatus"
+        " 4:resource:autoscaling.ResourceMetricStatus 7:containerResource:autoscaling.ContainerResourceMetricStatus"
+        " 5:external:autoscaling.ExternalMetricStatus"
+    ),
+    "autoscaling.ObjectMetricStatus": (
+        "1:metric:autoscaling.MetricIdentifier 2:current:autoscaling.MetricValueStatus"
+        " 3:describedObject:autoscaling.CrossVersionObjectReference"
+    ),
+    "autoscaling.PodsMetricStatus": "1:metric:autoscaling.MetricIdentifier 2:current:autoscaling.MetricValueStatus",
+    "autoscaling.ResourceMetricStatus": "1:name 2:current:autoscaling.MetricValueStatus",
+    "autoscaling.ContainerResourceMetricStatus": "1:name 2:current:autoscaling.MetricValueStatus 3:container",
+    "autoscaling.ExternalMetricStatus": (
+        "1:metric:autoscaling.MetricIdentifier 2:current:autoscaling.MetricValueStatus"
+    ),
+    "autoscaling.MetricValueStatus": "1:value:qty 2:averageValue:qty 3:averageUtilization:int",
+    "autoscaling.HorizontalPodAutoscalerCondition": (
+        "1:type 2:status 3:lastTransitionTime:time 4:reason 5:message 6:observedGeneration:oint"
+    ),
+    # ---- storage.k8s.io/v1 -----------------------------------------------------------------------------------
+    "StorageClass": (
+        f"{_OBJ} 2:provisioner 3:parameters:{{str}} 4:reclaimPolicy 5:mountOptions:[]str"
+        " 6:allowVolumeExpansion:bool 7:volumeBindingMode 8:allowedTopologies:[]TopologySelectorTerm"
+    ),
+    "TopologySelectorTerm": "1:matchLabelExpressions:[]TopologySelectorLabelRequirement",
+    "TopologySelectorLabelRequirement": "1:key 2:values:[]str",
 }
 
 # (apiVersion, kind) -> root message.  DeleteOptions is accepted under any apiVersion (every group registers it).
@@ -604,6 +769,16 @@ KINDS: Final[dict[tuple[str, str], str]] = {
     ("policy/v1beta1", "Eviction"): "Eviction",
     ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest",
     ("autoscaling/v1", "Scale"): "Scale",
+    ("v1", "PersistentVolume"): "PersistentVolume",
+    **{
+        ("rbac.authorization.k8s.io/v1", k): k
+        for k in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+    },
+    ("policy/v1", "PodDisruptionBudget"): "PodDisruptionBudget",
+    ("scheduling.k8s.io/v1", "PriorityClass"): "PriorityClass",
+    **{("networking.k8s.io/v1", k): k for k in ("Ingress", "IngressClass", "NetworkPolicy")},
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "autoscaling.HorizontalPodAutoscaler",
+    ("storage.k8s.io/v1", "StorageClass"): "StorageClass",
     ("meta.k8s.io/v1", "DeleteOptions"): "DeleteOptions",
 }
 

@@ -670,6 +670,259 @@ def _controllerrevision_cells(cr: Obj, now: datetime) -> list[Any]:
     return [_name(cr), _controller_of(cr), _int(cr, "revision"), _age(cr, now)]
 
 
+# --- kinds that are stored and served, not enforced ------------------------------------------------
+
+
+def _bool_ptr(value: Any) -> str:
+    """printBoolPtr: True/False, or <unset> for a nil pointer."""
+    return "<unset>" if not isinstance(value, bool) else ("True" if value else "False")
+
+
+def _created_at(obj: Obj, now: datetime) -> list[Any]:
+    # Kinds without a printer get the generic table: the creation time itself, not an age.
+    return _crd_cells(obj, now)
+
+
+def _cronjob_cells(cj: Obj, now: datetime) -> list[Any]:
+    last = _dig(cj, "status", "lastScheduleTime")
+    head = [
+        _name(cj),
+        _str(cj, "spec", "schedule"),
+        _str(cj, "spec", "timeZone") or NONE,
+        _bool_ptr(_dig(cj, "spec", "suspend")),
+        len(_list(cj, "status", "active")),
+        since(last, now) if last else NONE,
+        _age(cj, now),
+    ]
+    names, images = _containers(_dict(cj, "spec", "jobTemplate", "spec", "template", "spec"))
+    return [*head, names, images, format_selector(_dig(cj, "spec", "jobTemplate", "spec", "selector"))]
+
+
+def _replicationcontroller_cells(rc: Obj, now: datetime) -> list[Any]:
+    st = _dict(rc, "status")
+    head = [_name(rc), _replicas(rc), _int(st, "replicas"), _int(st, "readyReplicas"), _age(rc, now)]
+    names, images = _containers(_dict(rc, "spec", "template", "spec"))
+    return [*head, names, images, format_labels(_dig(rc, "spec", "selector"))]
+
+
+def _podtemplate_cells(pt: Obj, now: datetime) -> list[Any]:
+    names, images = _containers(_dict(pt, "template", "spec"))
+    return [_name(pt), names, images, format_labels(_dig(pt, "template", "metadata", "labels"))]
+
+
+def _int_or_string(value: Any) -> str:
+    return "N/A" if value is None else str(value)
+
+
+def _pdb_cells(pdb: Obj, now: datetime) -> list[Any]:
+    return [
+        _name(pdb),
+        _int_or_string(_dig(pdb, "spec", "minAvailable")),
+        _int_or_string(_dig(pdb, "spec", "maxUnavailable")),
+        _int(pdb, "status", "disruptionsAllowed"),
+        _age(pdb, now),
+    ]
+
+
+def _ingress_hosts(ing: Obj) -> str:
+    """formatHosts: up to three hosts, "*" when no rule names one."""
+    rules = [r for r in _list(ing, "spec", "rules") if isinstance(r, dict)]
+    hosts = [_str(r, "host") for r in rules[:3] if _str(r, "host")]
+    if not hosts:
+        return "*"
+    text = ",".join(hosts)
+    return f"{text} + {len(rules) - 3} more..." if len(rules) > 3 else text
+
+
+def _ingress_cells(ing: Obj, now: datetime) -> list[Any]:
+    addresses = []
+    for lb in _list(ing, "status", "loadBalancer", "ingress"):
+        if isinstance(lb, dict) and (lb.get("ip") or lb.get("hostname")):
+            addresses.append(str(lb.get("ip") or lb.get("hostname")))
+    ports = "80, 443" if _list(ing, "spec", "tls") else "80"
+    klass = _str(ing, "spec", "ingressClassName") or NONE
+    return [_name(ing), klass, _ingress_hosts(ing), ",".join(addresses), ports, _age(ing, now)]
+
+
+def _ingressclass_cells(ic: Obj, now: datetime) -> list[Any]:
+    params = _dict(ic, "spec", "parameters")
+    text = NONE
+    if params:
+        group = _str(params, "apiGroup")
+        text = _str(params, "kind") + (f".{group}" if group else "") + "/" + _str(params, "name")
+    return [_name(ic), _str(ic, "spec", "controller"), text, _age(ic, now)]
+
+
+def _networkpolicy_cells(np_: Obj, now: datetime) -> list[Any]:
+    return [_name(np_), format_selector(_dict(np_, "spec", "podSelector")) or NONE, _age(np_, now)]
+
+
+def _metric_target(spec: Obj, status: Obj, key: str) -> str:
+    """One `current/target` entry of formatHPAMetrics for a Resource or ContainerResource metric."""
+    target, current = _dict(spec, key, "target"), _dict(status, key, "current")
+    if target.get("averageValue") is not None:
+        now_value = str(current.get("averageValue")) if current.get("averageValue") is not None else UNKNOWN
+        return f"{_str(spec, key, 'name')}: {now_value}/{target['averageValue']}"
+    util = current.get("averageUtilization")
+    now_text = f"{util}%" if isinstance(util, int) else UNKNOWN
+    goal = target.get("averageUtilization")
+    return f"{_str(spec, key, 'name')}: {now_text}/{f'{goal}%' if isinstance(goal, int) else '<auto>'}"
+
+
+def _hpa_metric(spec: Obj, status: Obj) -> str:
+    mtype = _str(spec, "type")
+    if mtype in ("Resource", "ContainerResource"):
+        return _metric_target(spec, status, "resource" if mtype == "Resource" else "containerResource")
+    key = {"Pods": "pods", "Object": "object", "External": "external"}.get(mtype)
+    if key is None:
+        return "<unknown type>"
+    target, current = _dict(spec, key, "target"), _dict(status, key, "current")
+    goal = target.get("averageValue") if target.get("averageValue") is not None else target.get("value")
+    now_value = (
+        current.get("averageValue") if current.get("averageValue") is not None else current.get("value")
+    )
+    suffix = " (avg)" if mtype != "Pods" and target.get("averageValue") is not None else ""
+    return f"{UNKNOWN if now_value is None else now_value}/{goal}{suffix}"
+
+
+def hpa_targets(hpa: Obj) -> str:
+    specs = [m for m in _list(hpa, "spec", "metrics") if isinstance(m, dict)]
+    if not specs:
+        return NONE
+    statuses = _list(hpa, "status", "currentMetrics")
+    items = []
+    for i, spec in enumerate(specs[:2]):
+        status = statuses[i] if i < len(statuses) and isinstance(statuses[i], dict) else {}
+        items.append(_hpa_metric(spec, status))
+    text = ", ".join(items)
+    return f"{text} + {len(specs) - 2} more..." if len(specs) > 2 else text
+
+
+def _hpa_cells(hpa: Obj, now: datetime) -> list[Any]:
+    ref = _dict(hpa, "spec", "scaleTargetRef")
+    min_pods = _dig(hpa, "spec", "minReplicas")
+    return [
+        _name(hpa),
+        f"{_str(ref, 'kind')}/{_str(ref, 'name')}",
+        hpa_targets(hpa),
+        str(min_pods) if isinstance(min_pods, int) else "<unset>",
+        _int(hpa, "spec", "maxReplicas"),
+        _int(hpa, "status", "currentReplicas"),
+        _age(hpa, now),
+    ]
+
+
+def _priorityclass_cells(pc: Obj, now: datetime) -> list[Any]:
+    return [
+        _name(pc),
+        _int(pc, "value"),
+        _dig(pc, "globalDefault") is True,
+        _str(pc, "preemptionPolicy") or "<unset>",
+        _age(pc, now),
+    ]
+
+
+def _storageclass_cells(sc: Obj, now: datetime) -> list[Any]:
+    name = _name(sc)
+    annotations = _dict(sc, "metadata", "annotations")
+    if "true" in (
+        annotations.get("storageclass.kubernetes.io/is-default-class"),
+        annotations.get("storageclass.beta.kubernetes.io/is-default-class"),
+    ):
+        name += " (default)"
+    return [
+        name,
+        _str(sc, "provisioner"),
+        _str(sc, "reclaimPolicy") or "Delete",
+        _str(sc, "volumeBindingMode") or "Immediate",
+        _dig(sc, "allowVolumeExpansion") is True,
+        _age(sc, now),
+    ]
+
+
+def _access_modes(modes: list[Any]) -> str:
+    return ",".join(_ACCESS_MODES[m] for m in _ACCESS_MODES if m in modes)
+
+
+def _pv_cells(pv: Obj, now: datetime) -> list[Any]:
+    ref = _dict(pv, "spec", "claimRef")
+    claim = f"{_str(ref, 'namespace')}/{_str(ref, 'name')}" if ref else ""
+    phase = "Terminating" if _meta(pv).get("deletionTimestamp") else _str(pv, "status", "phase")
+    storage_class = _dict(pv, "metadata", "annotations").get(
+        "volume.beta.kubernetes.io/storage-class"
+    ) or _str(pv, "spec", "storageClassName")
+    return [
+        _name(pv),
+        str(_dig(pv, "spec", "capacity", "storage") or ""),
+        _access_modes(_list(pv, "spec", "accessModes")),
+        _str(pv, "spec", "persistentVolumeReclaimPolicy"),
+        phase,
+        claim,
+        storage_class,
+        _str(pv, "spec", "volumeAttributesClassName") or "<unset>",
+        _str(pv, "status", "reason"),
+        _age(pv, now),
+        _str(pv, "spec", "volumeMode") or "<unset>",
+    ]
+
+
+def _resourcequota_cells(q: Obj, now: datetime) -> list[Any]:
+    used, hard = _dict(q, "status", "used"), _dict(q, "status", "hard")
+    requests: list[str] = []
+    limits: list[str] = []
+    for resource in sorted(_dict(q, "spec", "hard")):
+        # Before the quota controller fills in the status, both sides read as zero, as upstream prints.
+        entry = f"{resource}: {used.get(resource, '0')}/{hard.get(resource, '0')}"
+        (limits if resource.split(".")[0] == "limits" and "." in resource else requests).append(entry)
+    return [_name(q), _age(q, now), ", ".join(requests), ", ".join(limits)]
+
+
+def _binding_cells(b: Obj, now: datetime) -> list[Any]:
+    ref = _dict(b, "roleRef")
+    by_kind: dict[str, list[str]] = {"User": [], "Group": [], "ServiceAccount": []}
+    for subject in _list(b, "subjects"):
+        if not isinstance(subject, dict) or subject.get("kind") not in by_kind:
+            continue
+        name = _str(subject, "name")
+        if subject["kind"] == "ServiceAccount" and _str(subject, "namespace"):
+            name = f"{_str(subject, 'namespace')}/{name}"
+        by_kind[subject["kind"]].append(name)
+    role = f"{_str(ref, 'kind')}/{_str(ref, 'name')}"
+    wide = [", ".join(by_kind[k]) for k in ("User", "Group", "ServiceAccount")]
+    return [_name(b), role, _age(b, now), *wide]
+
+
+def _webhooks_cells(w: Obj, now: datetime) -> list[Any]:
+    return [_name(w), len(_list(w, "webhooks")), _age(w, now)]
+
+
+def _csidriver_cells(d: Obj, now: datetime) -> list[Any]:
+    spec = _dict(d, "spec")
+    audiences = [_str(t, "audience") for t in _list(spec, "tokenRequests") if isinstance(t, dict)]
+    modes = [str(m) for m in _list(spec, "volumeLifecycleModes")]
+    return [
+        _name(d),
+        spec.get("attachRequired") is not False,
+        spec.get("podInfoOnMount") is True,
+        spec.get("storageCapacity") is True,
+        ",".join(audiences) or "<unset>",
+        spec.get("requiresRepublish") is True,
+        ",".join(modes) or NONE,
+        _age(d, now),
+    ]
+
+
+def _volumeattachment_cells(va: Obj, now: datetime) -> list[Any]:
+    return [
+        _name(va),
+        _str(va, "spec", "attacher"),
+        _str(va, "spec", "source", "persistentVolumeName"),
+        _str(va, "spec", "nodeName"),
+        _dig(va, "status", "attached") is True,
+        _age(va, now),
+    ]
+
+
 def _default_cells(obj: Obj, now: datetime) -> list[Any]:
     return [_name(obj), _age(obj, now)]
 
@@ -860,6 +1113,187 @@ PRINTERS: dict[tuple[str, str], tuple[tuple[Column, ...], RowFn]] = {
         _crd_cells,
     ),
 }
+_CREATED_AT = (NAME, _c("Created At", "date", desc=_AGE_DESC))
+_BINDING_COLUMNS = (
+    NAME,
+    _c("Role", desc="Role referenced by this binding."),
+    AGE,
+    _c("Users", priority=1, desc="Users in the binding."),
+    _c("Groups", priority=1, desc="Groups in the binding."),
+    _c("ServiceAccounts", priority=1, desc="ServiceAccounts in the binding."),
+)
+_WEBHOOK_COLUMNS = (NAME, _c("Webhooks", "integer", desc="Webhooks indicates the number of webhooks."), AGE)
+_RBAC = "rbac.authorization.k8s.io"
+_ADMISSION = "admissionregistration.k8s.io"
+
+# Upstream pkg/printers/internalversion/printers.go for the kinds stored and served but not enforced.
+PRINTERS.update(
+    {
+        ("batch", "cronjobs"): (
+            (
+                NAME,
+                _c("Schedule", desc="The schedule in Cron format."),
+                _c("Timezone", desc="The time zone the schedule is interpreted in."),
+                _c("Suspend", "boolean", desc="Whether subsequent executions are suspended."),
+                _c("Active", "integer", desc="Number of currently running jobs."),
+                _c("Last Schedule", desc="When the job was last successfully scheduled."),
+                AGE,
+                *_WIDE_TEMPLATE,
+                _SELECTOR,
+            ),
+            _cronjob_cells,
+        ),
+        ("", "replicationcontrollers"): (
+            (
+                NAME,
+                _c("Desired", "integer", desc="Number of desired pods."),
+                _c("Current", "integer", desc="Number of most recently observed actual pods."),
+                _c("Ready", "integer", desc="The number of ready pods."),
+                AGE,
+                *_WIDE_TEMPLATE,
+                _SELECTOR,
+            ),
+            _replicationcontroller_cells,
+        ),
+        ("", "podtemplates"): (
+            (
+                Column("Template", format="name", description=_NAME_DESC),
+                _c("Containers", desc="Names of each container in the template."),
+                _c("Images", desc="Images referenced by each container in the template."),
+                _c("Pod Labels", desc="The labels for the pod template."),
+            ),
+            _podtemplate_cells,
+        ),
+        ("policy", "poddisruptionbudgets"): (
+            (
+                NAME,
+                _c("Min Available", desc="The minimum number of pods that must be available."),
+                _c("Max Unavailable", desc="The maximum number of pods that may be unavailable."),
+                _c("Allowed Disruptions", "integer", desc="Number of pod disruptions currently allowed."),
+                AGE,
+            ),
+            _pdb_cells,
+        ),
+        ("networking.k8s.io", "ingresses"): (
+            (
+                NAME,
+                _c("Class", desc="The name of the IngressClass resource."),
+                _c("Hosts", desc="Hosts that incoming requests are matched against before the ingress rule"),
+                _c("Address", desc="Address is a list containing ingress points for the load-balancer"),
+                _c("Ports", desc="Ports of TLS configurations that open"),
+                AGE,
+            ),
+            _ingress_cells,
+        ),
+        ("networking.k8s.io", "ingressclasses"): (
+            (
+                NAME,
+                _c("Controller", desc="Controller that is responsible for handling this class"),
+                _c("Parameters", desc="A reference to a resource with additional parameters"),
+                AGE,
+            ),
+            _ingressclass_cells,
+        ),
+        ("networking.k8s.io", "networkpolicies"): (
+            (NAME, _c("Pod-Selector", desc="The pods this network policy applies to."), AGE),
+            _networkpolicy_cells,
+        ),
+        ("autoscaling", "horizontalpodautoscalers"): (
+            (
+                NAME,
+                _c("Reference", desc="Reference to the resource being scaled."),
+                _c("Targets", desc="Current and target values of the metrics."),
+                _c("MinPods", desc="Lower limit for the number of pods."),
+                _c("MaxPods", "integer", desc="Upper limit for the number of pods."),
+                _c("Replicas", "integer", desc="Current number of replicas."),
+                AGE,
+            ),
+            _hpa_cells,
+        ),
+        ("scheduling.k8s.io", "priorityclasses"): (
+            (
+                NAME,
+                _c("Value", "integer", desc="The integer value of this priority class."),
+                _c("Global-Default", "boolean", desc="Whether this is the cluster's default priority class."),
+                _c("Preemption Policy", desc="The policy for preempting pods with lower priority."),
+                AGE,
+            ),
+            _priorityclass_cells,
+        ),
+        ("storage.k8s.io", "storageclasses"): (
+            (
+                NAME,
+                _c("Provisioner", desc="The type of the provisioner."),
+                _c("ReclaimPolicy", desc="The reclaim policy for dynamically provisioned volumes."),
+                _c("VolumeBindingMode", desc="How PersistentVolumeClaims should be provisioned and bound."),
+                _c("AllowVolumeExpansion", "boolean", desc="Whether the class allows volume expansion."),
+                AGE,
+            ),
+            _storageclass_cells,
+        ),
+        ("storage.k8s.io", "csidrivers"): (
+            (
+                NAME,
+                _c("AttachRequired", "boolean", desc="Whether the driver requires an attach operation."),
+                _c("PodInfoOnMount", "boolean", desc="Whether pod information is passed on mount."),
+                _c(
+                    "StorageCapacity", "boolean", desc="Whether storage capacity is considered in scheduling."
+                ),
+                _c("TokenRequests", desc="Audiences of the service account tokens the driver needs."),
+                _c("RequiresRepublish", "boolean", desc="Whether NodePublishVolume is called periodically."),
+                _c("Modes", desc="The volume lifecycle modes the driver supports."),
+                AGE,
+            ),
+            _csidriver_cells,
+        ),
+        ("storage.k8s.io", "volumeattachments"): (
+            (
+                NAME,
+                _c("Attacher", desc="The name of the volume driver handling the request."),
+                _c("PV", desc="The persistent volume to attach."),
+                _c("Node", desc="The node to attach the volume to."),
+                _c("Attached", "boolean", desc="Whether the volume is attached."),
+                AGE,
+            ),
+            _volumeattachment_cells,
+        ),
+        ("", "persistentvolumes"): (
+            (
+                NAME,
+                _c("Capacity", desc="The storage capacity of the volume."),
+                _c("Access Modes", desc="The ways the volume can be mounted."),
+                _c("Reclaim Policy", desc="What happens to the volume when released from its claim."),
+                _c("Status", desc="The phase of the volume."),
+                _c("Claim", desc="The claim bound to the volume."),
+                _c("StorageClass", desc="The StorageClass the volume belongs to."),
+                _c("VolumeAttributesClass", desc="The VolumeAttributesClass of the volume."),
+                _c("Reason", desc="Why the volume is in its phase."),
+                AGE,
+                _c("VolumeMode", priority=1, desc="Whether the volume is a filesystem or a block device."),
+            ),
+            _pv_cells,
+        ),
+        ("", "resourcequotas"): (
+            (
+                NAME,
+                AGE,
+                _c(
+                    "Request",
+                    desc="Request represents a minimum amount of cpu/memory that a container may consume.",
+                ),
+                _c("Limit", desc="Limits control the maximum amount of cpu/memory that a container may use."),
+            ),
+            _resourcequota_cells,
+        ),
+        ("", "limitranges"): (_CREATED_AT, _created_at),
+        (_RBAC, "roles"): (_CREATED_AT, _created_at),
+        (_RBAC, "clusterroles"): (_CREATED_AT, _created_at),
+        (_RBAC, "rolebindings"): (_BINDING_COLUMNS, _binding_cells),
+        (_RBAC, "clusterrolebindings"): (_BINDING_COLUMNS, _binding_cells),
+        (_ADMISSION, "validatingwebhookconfigurations"): (_WEBHOOK_COLUMNS, _webhooks_cells),
+        (_ADMISSION, "mutatingwebhookconfigurations"): (_WEBHOOK_COLUMNS, _webhooks_cells),
+    }
+)
 _DEFAULT: tuple[tuple[Column, ...], RowFn] = ((NAME, AGE), _default_cells)
 
 

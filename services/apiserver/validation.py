@@ -13,6 +13,7 @@ import copy
 import ipaddress
 import json
 import re
+import zoneinfo
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -509,22 +510,24 @@ def _validate_selector(sel: Any, path: str) -> tuple[list[Cause], LabelSelector 
         return [invalid(path, sel, str(e))], None
 
 
-def _validate_template(spec: Obj, selector: LabelSelector | None, restart: tuple[str, ...]) -> list[Cause]:
+def _validate_template(
+    spec: Obj, selector: LabelSelector | None, restart: tuple[str, ...], path: str = "spec"
+) -> list[Cause]:
+    """The pod template at `<path>.template` (path is "spec", or e.g. a CronJob's job template spec)."""
     template = spec.get("template")
+    tp = f"{path}.template"
     if not isinstance(template, dict):
-        return [required("spec.template")]
+        return [required(tp)]
     meta = template.get("metadata") or {}
     labels = meta.get("labels") or {}
-    causes = _validate_labels("spec.template.metadata.labels", meta.get("labels"))
-    causes += _validate_annotations("spec.template.metadata.annotations", meta.get("annotations"))
+    causes = _validate_labels(f"{tp}.metadata.labels", meta.get("labels"))
+    causes += _validate_annotations(f"{tp}.metadata.annotations", meta.get("annotations"))
     if selector is not None and not selector.matches(labels):
-        causes.append(
-            invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
-        )
-    causes += _validate_pod_spec(template.get("spec"), "spec.template.spec")
+        causes.append(invalid(f"{tp}.metadata.labels", labels, "`selector` does not match template `labels`"))
+    causes += _validate_pod_spec(template.get("spec"), f"{tp}.spec")
     policy = (template.get("spec") or {}).get("restartPolicy")
     if policy is not None and policy not in restart:
-        causes.append(not_supported("spec.template.spec.restartPolicy", policy, restart))
+        causes.append(not_supported(f"{tp}.spec.restartPolicy", policy, restart))
     return causes
 
 
@@ -595,6 +598,10 @@ def _validate_job(obj: Obj) -> list[Cause]:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         return [required("spec")]
+    return _validate_job_spec(spec, "spec")
+
+
+def _validate_job_spec(spec: Obj, path: str) -> list[Cause]:
     causes: list[Cause] = []
     for key in (
         "parallelism",
@@ -603,20 +610,20 @@ def _validate_job(obj: Obj) -> list[Cause]:
         "activeDeadlineSeconds",
         "ttlSecondsAfterFinished",
     ):
-        causes += _non_negative(f"spec.{key}", spec.get(key))
+        causes += _non_negative(f"{path}.{key}", spec.get(key))
     selector: LabelSelector | None = None
     # Without manualSelector the selector is generated from the job's uid (not here), so only a manual
     # selector can be checked against the template.
     if spec.get("manualSelector"):
         if spec.get("selector") is None:
-            causes.append(required("spec.selector"))
+            causes.append(required(f"{path}.selector"))
         else:
-            sel_causes, selector = _validate_selector(spec["selector"], "spec.selector")
+            sel_causes, selector = _validate_selector(spec["selector"], f"{path}.selector")
             causes += sel_causes
     mode = spec.get("completionMode", "NonIndexed")
     if mode not in ("NonIndexed", "Indexed"):
-        causes.append(not_supported("spec.completionMode", mode, ("Indexed", "NonIndexed")))
-    return causes + _validate_template(spec, selector, ("OnFailure", "Never"))
+        causes.append(not_supported(f"{path}.completionMode", mode, ("Indexed", "NonIndexed")))
+    return causes + _validate_template(spec, selector, ("OnFailure", "Never"), path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -957,6 +964,516 @@ def _validate_crd(obj: Obj) -> list[Cause]:
 
 
 # --------------------------------------------------------------------------------------------------
+# cron schedules (robfig/cron's ParseStandard, which kube-apiserver uses for CronJob.spec.schedule)
+
+_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+_MONTHS = {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())}
+_DAYS = {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}
+# (name, min, max, names) for minute, hour, day of month, month, day of week.
+_CRON_FIELDS: tuple[tuple[int, int, dict[str, int]], ...] = (
+    (0, 59, {}),
+    (0, 23, {}),
+    (1, 31, {}),
+    (1, 12, _MONTHS),
+    (0, 6, _DAYS),
+)
+_GO_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+
+
+class CronError(ValueError):
+    """A schedule robfig/cron would refuse; the message is the one it gives."""
+
+
+def _cron_number(text: str, names: dict[str, int]) -> int:
+    if text.lower() in names:
+        return names[text.lower()]
+    if not text.isdigit():
+        raise CronError(
+            f"failed to parse int from {text}: strconv.Atoi: parsing {json.dumps(text)}: invalid syntax"
+        )
+    return int(text)
+
+
+def _cron_range(expr: str, low: int, high: int, names: dict[str, int]) -> None:
+    range_and_step = expr.split("/")
+    if len(range_and_step) > 2:
+        raise CronError(f"too many slashes: {expr}")
+    bounds = range_and_step[0].split("-")
+    if len(bounds) > 2:
+        raise CronError(f"too many hyphens: {expr}")
+    if bounds[0] in ("*", "?"):
+        if len(bounds) > 1:
+            raise CronError(f"too many hyphens: {expr}")
+        start, end = low, high
+    else:
+        start = _cron_number(bounds[0], names)
+        end = _cron_number(bounds[1], names) if len(bounds) == 2 else start
+    if len(range_and_step) == 2:
+        step = _cron_number(range_and_step[1], {})
+        if step <= 0:
+            raise CronError(f"step of range should be a positive number: {expr}")
+        if len(bounds) == 1 and bounds[0] not in ("*", "?"):
+            end = high  # "N/step" means "from N to the maximum, every step"
+    if start < low:
+        raise CronError(f"beginning of range ({start}) below minimum ({low}): {expr}")
+    if end > high:
+        raise CronError(f"end of range ({end}) above maximum ({high}): {expr}")
+    if start > end:
+        raise CronError(f"beginning of range ({start}) beyond end of range ({end}): {expr}")
+
+
+def parse_cron(schedule: str) -> None:
+    """Raise CronError unless `schedule` is a standard 5-field cron line or a descriptor (@daily, @every 1h)."""
+    spec = schedule.strip()
+    if spec.startswith("TZ=") or spec.startswith("CRON_TZ="):
+        spec = spec.partition(" ")[2].strip()
+    if spec.startswith("@"):
+        if spec.startswith("@every "):
+            duration = spec.removeprefix("@every ").strip()
+            if not _GO_DURATION_RE.match(duration):
+                raise CronError(
+                    f"failed to parse duration {spec}: time: invalid duration {json.dumps(duration)}"
+                )
+            return
+        if spec not in _CRON_MACROS:
+            raise CronError(f"unrecognized descriptor: {spec}")
+        return
+    fields = spec.split()
+    if len(fields) != 5:
+        raise CronError(f"expected exactly 5 fields, found {len(fields)}: [{' '.join(fields)}]")
+    for text, (low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for expr in text.split(","):
+            _cron_range(expr, low, high, names)
+
+
+# --------------------------------------------------------------------------------------------------
+# batch/v1 CronJob, core/v1 ReplicationController and PodTemplate
+
+_CONCURRENCY_POLICIES = ("Allow", "Forbid", "Replace")
+CRONJOB_NAME_MAX = 52  # the controller appends an 11-character suffix to name its Jobs
+
+
+def _validate_schedule(schedule: Any) -> list[Cause]:
+    if not schedule:
+        return [required("spec.schedule")]
+    if not isinstance(schedule, str):
+        return [invalid("spec.schedule", schedule, "must be a string")]
+    if "TZ" in schedule:
+        return [
+            invalid(
+                "spec.schedule", schedule, "cannot use TZ or CRON_TZ in schedule, use timeZone field instead"
+            )
+        ]
+    try:
+        parse_cron(schedule)
+    except CronError as e:
+        return [invalid("spec.schedule", schedule, str(e))]
+    return []
+
+
+def _validate_time_zone(tz: Any) -> list[Cause]:
+    if tz is None:
+        return []
+    try:
+        zoneinfo.ZoneInfo(str(tz))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return [invalid("spec.timeZone", tz, f"unknown time zone {tz}")]
+    return []
+
+
+def _validate_cronjob(obj: Obj) -> list[Cause]:
+    causes: list[Cause] = []
+    name = (obj.get("metadata") or {}).get("name") or ""
+    if len(name) > CRONJOB_NAME_MAX:
+        causes.append(invalid("metadata.name", name, f"must be no more than {CRONJOB_NAME_MAX} characters"))
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [*causes, required("spec")]
+    causes += _validate_schedule(spec.get("schedule"))
+    causes += _validate_time_zone(spec.get("timeZone"))
+    policy = spec.get("concurrencyPolicy")
+    if policy is not None and policy not in _CONCURRENCY_POLICIES:
+        causes.append(not_supported("spec.concurrencyPolicy", policy, _CONCURRENCY_POLICIES))
+    for key in ("startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        causes += _non_negative(f"spec.{key}", spec.get(key))
+    job_template = spec.get("jobTemplate")
+    if not isinstance(job_template, dict) or not isinstance(job_template.get("spec"), dict):
+        return [*causes, required("spec.jobTemplate")]
+    return causes + _validate_job_spec(job_template["spec"], "spec.jobTemplate.spec")
+
+
+def _validate_replicationcontroller(obj: Obj) -> list[Cause]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [required("spec")]
+    causes = _non_negative("spec.replicas", spec.get("replicas"))
+    raw = spec.get("selector")
+    selector: LabelSelector | None = None
+    if not raw:
+        causes.append(required("spec.selector"))
+    elif not isinstance(raw, dict):
+        causes.append(invalid("spec.selector", raw, "must be a map of labels"))
+    else:
+        causes += _validate_labels("spec.selector", raw)
+        selector = LabelSelector.from_api({"matchLabels": raw}) if not causes else None
+    return causes + _validate_template(spec, selector, ("Always",))
+
+
+def _validate_podtemplate(obj: Obj) -> list[Cause]:
+    template = obj.get("template")
+    if not isinstance(template, dict):
+        return [required("template")]
+    meta = template.get("metadata") or {}
+    causes = _validate_labels("template.metadata.labels", meta.get("labels"))
+    return causes + _validate_pod_spec(template.get("spec"), "template.spec")
+
+
+# --------------------------------------------------------------------------------------------------
+# rbac.authorization.k8s.io/v1
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+_SUBJECT_KINDS = ("Group", "ServiceAccount", "User")
+
+
+def _validate_policy_rules(obj: Obj) -> list[Cause]:
+    causes: list[Cause] = []
+    for i, rule in enumerate(_items(obj, "rules")):
+        p = f"rules[{i}]"
+        if not rule.get("verbs"):
+            causes.append(required(f"{p}.verbs", "verbs must contain at least one value"))
+        urls, resources = rule.get("nonResourceURLs"), rule.get("resources")
+        if urls and resources:
+            causes.append(
+                invalid(
+                    f"{p}.nonResourceURLs",
+                    urls,
+                    "rules cannot apply to both regular resources and non-resource URLs",
+                )
+            )
+        elif not urls and not resources:
+            causes.append(required(f"{p}.resources", "resource rules must supply at least one api group"))
+        elif resources and not rule.get("apiGroups"):
+            causes.append(required(f"{p}.apiGroups", "resource rules must supply at least one api group"))
+    return causes
+
+
+def _validate_role(obj: Obj) -> list[Cause]:
+    return _validate_policy_rules(obj)
+
+
+def _validate_subject(subject: Obj, p: str, cluster: bool) -> list[Cause]:
+    causes: list[Cause] = []
+    name, kind = subject.get("name"), subject.get("kind")
+    if not name:
+        causes.append(required(f"{p}.name"))
+    if kind == "ServiceAccount":
+        if subject.get("apiGroup"):
+            causes.append(not_supported(f"{p}.apiGroup", subject["apiGroup"], ("",)))
+        if cluster and not subject.get("namespace"):
+            causes.append(required(f"{p}.namespace"))
+    elif kind in ("User", "Group"):
+        if subject.get("apiGroup") != RBAC_GROUP:
+            causes.append(not_supported(f"{p}.apiGroup", subject.get("apiGroup"), (RBAC_GROUP,)))
+    else:
+        causes.append(not_supported(f"{p}.kind", kind, _SUBJECT_KINDS))
+    return causes
+
+
+def _validate_role_binding(obj: Obj, cluster: bool) -> list[Cause]:
+    causes: list[Cause] = []
+    ref = obj.get("roleRef")
+    if not isinstance(ref, dict) or not ref:
+        causes.append(required("roleRef"))
+    else:
+        if ref.get("apiGroup") != RBAC_GROUP:
+            causes.append(not_supported("roleRef.apiGroup", ref.get("apiGroup"), (RBAC_GROUP,)))
+        kinds = ("ClusterRole",) if cluster else ("ClusterRole", "Role")
+        if ref.get("kind") not in kinds:
+            causes.append(not_supported("roleRef.kind", ref.get("kind"), kinds))
+        if not ref.get("name"):
+            causes.append(required("roleRef.name"))
+        else:
+            causes += _each("roleRef.name", ref["name"], path_segment_errors(str(ref["name"])))
+    for i, subject in enumerate(_items(obj, "subjects")):
+        causes += _validate_subject(subject, f"subjects[{i}]", cluster)
+    return causes
+
+
+# --------------------------------------------------------------------------------------------------
+# scheduling, policy, networking, autoscaling, storage, admission
+
+HIGHEST_USER_PRIORITY = 1_000_000_000
+_PREEMPTION_POLICIES = ("Never", "PreemptLowerPriority")
+
+
+def _validate_priorityclass(obj: Obj) -> list[Cause]:
+    value = obj.get("value")
+    causes: list[Cause] = []
+    name = (obj.get("metadata") or {}).get("name") or ""
+    if value is None:
+        causes.append(required("value"))
+    elif not isinstance(value, int) or isinstance(value, bool):
+        causes.append(invalid("value", value, "must be an integer"))
+    elif value > HIGHEST_USER_PRIORITY and not name.startswith("system-"):
+        causes.append(
+            forbidden("value", f"maximum allowed value of a user defined priority is {HIGHEST_USER_PRIORITY}")
+        )
+    policy = obj.get("preemptionPolicy")
+    if policy is not None and policy not in _PREEMPTION_POLICIES:
+        causes.append(not_supported("preemptionPolicy", policy, _PREEMPTION_POLICIES))
+    return causes
+
+
+_PERCENT_RE = re.compile(r"^[0-9]+%$")
+
+
+def _int_or_percent(field: str, value: Any) -> list[Cause]:
+    if isinstance(value, bool):
+        return [invalid(field, value, "must be an integer or percentage (e.g '5%')")]
+    if isinstance(value, int):
+        return _non_negative(field, value)
+    if isinstance(value, str) and _PERCENT_RE.match(value):
+        if int(value[:-1]) > 100:
+            return [invalid(field, value, "must not be greater than 100%")]
+        return []
+    return [
+        invalid(field, value, "a valid percent string must be a numeric string followed by an ending '%'")
+    ]
+
+
+def _validate_pdb(obj: Obj) -> list[Cause]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [required("spec")]
+    causes: list[Cause] = []
+    min_available, max_unavailable = spec.get("minAvailable"), spec.get("maxUnavailable")
+    if min_available is not None and max_unavailable is not None:
+        causes.append(invalid("spec", spec, "minAvailable and maxUnavailable cannot be both set"))
+    if min_available is not None:
+        causes += _int_or_percent("spec.minAvailable", min_available)
+    if max_unavailable is not None:
+        causes += _int_or_percent("spec.maxUnavailable", max_unavailable)
+    if spec.get("selector") is not None:
+        causes += _validate_selector(spec["selector"], "spec.selector")[0]
+    policy = spec.get("unhealthyPodEvictionPolicy")
+    if policy is not None and policy not in ("AlwaysAllow", "IfHealthyBudget"):
+        causes.append(
+            not_supported("spec.unhealthyPodEvictionPolicy", policy, ("AlwaysAllow", "IfHealthyBudget"))
+        )
+    return causes
+
+
+_PATH_TYPES = ("Exact", "ImplementationSpecific", "Prefix")
+
+
+def _validate_ingress_backend(backend: Any, p: str) -> list[Cause]:
+    if not isinstance(backend, dict) or not (backend.get("service") or backend.get("resource")):
+        return [required(p, "one of `service` or `resource` must be specified")]
+    if backend.get("service") and backend.get("resource"):
+        return [invalid(p, backend, "cannot set both resource and service backends")]
+    service = backend.get("service")
+    if not isinstance(service, dict):
+        return []
+    causes: list[Cause] = []
+    if not service.get("name"):
+        causes.append(required(f"{p}.service.name"))
+    port = service.get("port") or {}
+    if port.get("name") and port.get("number"):
+        causes.append(invalid(f"{p}.service.port", port, "cannot set both port name & port number"))
+    elif port.get("name"):
+        causes += _each(f"{p}.service.port.name", port["name"], port_name_errors(str(port["name"])))
+    elif port.get("number") is not None:
+        causes += _port_causes(f"{p}.service.port.number", port["number"])
+    else:
+        causes.append(required(f"{p}.service.port", "port name or number is required"))
+    return causes
+
+
+def _validate_ingress_path(path: Obj, p: str) -> list[Cause]:
+    causes: list[Cause] = []
+    path_type, value = path.get("pathType"), path.get("path")
+    if path_type is None:
+        causes.append(required(f"{p}.pathType", "pathType must be specified"))
+    elif path_type not in _PATH_TYPES:
+        causes.append(not_supported(f"{p}.pathType", path_type, _PATH_TYPES))
+    elif path_type in ("Exact", "Prefix") and not str(value or "").startswith("/"):
+        causes.append(invalid(f"{p}.path", value or "", "must be an absolute path"))
+    return causes + _validate_ingress_backend(path.get("backend"), f"{p}.backend")
+
+
+def _validate_ingress(obj: Obj) -> list[Cause]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [required("spec")]
+    causes: list[Cause] = []
+    rules = _items(spec, "rules")
+    if spec.get("defaultBackend") is not None:
+        causes += _validate_ingress_backend(spec["defaultBackend"], "spec.defaultBackend")
+    elif not rules:
+        causes.append(invalid("spec.rules", [], "either `defaultBackend` or `rules` must be specified"))
+    for i, rule in enumerate(rules):
+        host = rule.get("host")
+        if host:
+            bare = str(host).removeprefix("*.")
+            causes += _each(f"spec.rules[{i}].host", host, dns1123_subdomain_errors(bare))
+        http = rule.get("http")
+        if http is None:
+            continue
+        paths = _items(http, "paths")
+        if not paths:
+            causes.append(required(f"spec.rules[{i}].http.paths"))
+        for j, path in enumerate(paths):
+            causes += _validate_ingress_path(path, f"spec.rules[{i}].http.paths[{j}]")
+    return causes
+
+
+def _validate_ingressclass(obj: Obj) -> list[Cause]:
+    controller = (obj.get("spec") or {}).get("controller")
+    if not controller:
+        return [required("spec.controller")]
+    return []
+
+
+_POLICY_TYPES = ("Egress", "Ingress")
+
+
+def _validate_networkpolicy(obj: Obj) -> list[Cause]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [required("spec")]
+    causes = _validate_selector(spec.get("podSelector") or {}, "spec.podSelector")[0]
+    types = spec.get("policyTypes") or []
+    for i, t in enumerate(types):
+        if t not in _POLICY_TYPES:
+            causes.append(not_supported(f"spec.policyTypes[{i}]", t, _POLICY_TYPES))
+    for direction in ("ingress", "egress"):
+        for i, rule in enumerate(_items(spec, direction)):
+            for j, port in enumerate(_items(rule, "ports")):
+                causes += _protocol_causes(
+                    f"spec.{direction}[{i}].ports[{j}].protocol", port.get("protocol", "TCP")
+                )
+    return causes
+
+
+def _validate_hpa(obj: Obj) -> list[Cause]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [required("spec")]
+    causes: list[Cause] = []
+    ref = spec.get("scaleTargetRef")
+    if not isinstance(ref, dict) or not ref:
+        causes.append(required("spec.scaleTargetRef"))
+    else:
+        for key in ("kind", "name"):
+            if not ref.get(key):
+                causes.append(required(f"spec.scaleTargetRef.{key}"))
+    min_replicas = spec.get("minReplicas", 1)
+    max_replicas = spec.get("maxReplicas")
+    if isinstance(min_replicas, int) and min_replicas < 1:
+        causes.append(invalid("spec.minReplicas", min_replicas, "must be greater than or equal to 1"))
+    if max_replicas is None:
+        causes.append(required("spec.maxReplicas"))
+    elif not isinstance(max_replicas, int) or max_replicas < 1:
+        causes.append(invalid("spec.maxReplicas", max_replicas, "must be greater than 0"))
+    elif isinstance(min_replicas, int) and max_replicas < min_replicas:
+        causes.append(
+            invalid("spec.maxReplicas", max_replicas, "must be greater than or equal to `minReplicas`")
+        )
+    return causes
+
+
+_RECLAIM_POLICIES = ("Delete", "Recycle", "Retain")
+_BINDING_MODES = ("Immediate", "WaitForFirstConsumer")
+
+
+def _validate_storageclass(obj: Obj) -> list[Cause]:
+    causes: list[Cause] = []
+    if not obj.get("provisioner"):
+        causes.append(required("provisioner"))
+    policy = obj.get("reclaimPolicy")
+    if policy is not None and policy not in ("Delete", "Retain"):
+        causes.append(not_supported("reclaimPolicy", policy, ("Delete", "Retain")))
+    mode = obj.get("volumeBindingMode")
+    if mode is not None and mode not in _BINDING_MODES:
+        causes.append(not_supported("volumeBindingMode", mode, _BINDING_MODES))
+    return causes
+
+
+_PV_SOURCES = (
+    "gcePersistentDisk awsElasticBlockStore hostPath glusterfs nfs rbd iscsi cinder cephfs fc flocker flexVolume"
+    " azureFile vsphereVolume quobyte azureDisk photonPersistentDisk portworxVolume scaleIO local storageos csi"
+).split()
+
+
+def _validate_pv(obj: Obj) -> list[Cause]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [required("spec")]
+    causes: list[Cause] = []
+    if not spec.get("accessModes"):
+        causes.append(required("spec.accessModes"))
+    if not (spec.get("capacity") or {}).get("storage"):
+        causes.append(required("spec.capacity"))
+    sources = [k for k in _PV_SOURCES if spec.get(k) is not None]
+    if len(sources) != 1:
+        causes.append(
+            required("spec", "must specify a volume type")
+            if not sources
+            else forbidden(f"spec.{sources[1]}", "may not specify more than 1 volume type")
+        )
+    policy = spec.get("persistentVolumeReclaimPolicy")
+    if policy is not None and policy not in _RECLAIM_POLICIES:
+        causes.append(not_supported("spec.persistentVolumeReclaimPolicy", policy, _RECLAIM_POLICIES))
+    return causes
+
+
+def _validate_resourcequota(obj: Obj) -> list[Cause]:
+    causes: list[Cause] = []
+    for name, qty in ((obj.get("spec") or {}).get("hard") or {}).items():
+        q = parse_quantity(qty)
+        if q is None:
+            causes.append(invalid(f"spec.hard[{name}]", qty, "must be a valid quantity"))
+        elif q < 0:
+            causes.append(invalid(f"spec.hard[{name}]", qty, "must be greater than or equal to 0"))
+    return causes
+
+
+_LIMIT_TYPES = ("Container", "PersistentVolumeClaim", "Pod")
+
+
+def _validate_limitrange(obj: Obj) -> list[Cause]:
+    causes: list[Cause] = []
+    for i, item in enumerate(_items(obj.get("spec"), "limits")):
+        t = item.get("type")
+        if t not in _LIMIT_TYPES:
+            causes.append(not_supported(f"spec.limits[{i}].type", t, _LIMIT_TYPES))
+    return causes
+
+
+def _validate_webhooks(obj: Obj) -> list[Cause]:
+    causes: list[Cause] = []
+    names: set[str] = set()
+    for i, hook in enumerate(_items(obj, "webhooks")):
+        p = f"webhooks[{i}]"
+        name = hook.get("name")
+        if not name:
+            causes.append(required(f"{p}.name"))
+        elif name in names:
+            causes.append(duplicate(f"{p}.name", name))
+        else:
+            causes += _each(f"{p}.name", name, dns1123_subdomain_errors(str(name)))
+            names.add(str(name))
+        if hook.get("sideEffects") is None:
+            causes.append(required(f"{p}.sideEffects"))
+        if not hook.get("admissionReviewVersions"):
+            causes.append(required(f"{p}.admissionReviewVersions", "must specify one of v1, v1beta1"))
+        config = hook.get("clientConfig") or {}
+        if bool(config.get("url")) == bool(config.get("service")):
+            causes.append(required(f"{p}.clientConfig", "exactly one of url or service is required"))
+    return causes
+
+
+# --------------------------------------------------------------------------------------------------
 # entry points
 
 _VALIDATORS: dict[str, Callable[[Obj], list[Cause]]] = {
@@ -977,6 +1494,25 @@ _VALIDATORS: dict[str, Callable[[Obj], list[Cause]]] = {
     "Event": _validate_event,
     "PersistentVolumeClaim": _validate_pvc,
     "CustomResourceDefinition": _validate_crd,
+    "CronJob": _validate_cronjob,
+    "ReplicationController": _validate_replicationcontroller,
+    "PodTemplate": _validate_podtemplate,
+    "Role": _validate_role,
+    "ClusterRole": _validate_role,
+    "RoleBinding": lambda o: _validate_role_binding(o, cluster=False),
+    "ClusterRoleBinding": lambda o: _validate_role_binding(o, cluster=True),
+    "PriorityClass": _validate_priorityclass,
+    "PodDisruptionBudget": _validate_pdb,
+    "Ingress": _validate_ingress,
+    "IngressClass": _validate_ingressclass,
+    "NetworkPolicy": _validate_networkpolicy,
+    "HorizontalPodAutoscaler": _validate_hpa,
+    "StorageClass": _validate_storageclass,
+    "PersistentVolume": _validate_pv,
+    "ResourceQuota": _validate_resourcequota,
+    "LimitRange": _validate_limitrange,
+    "ValidatingWebhookConfiguration": _validate_webhooks,
+    "MutatingWebhookConfiguration": _validate_webhooks,
 }
 
 
@@ -1120,6 +1656,19 @@ def _validate_crd_update(new: Obj, old: Obj) -> list[Cause]:
     return _immutable("spec.scope", _spec_field(new, "scope"), _spec_field(old, "scope"))
 
 
+def _validate_role_ref_update(new: Obj, old: Obj) -> list[Cause]:
+    # Changing what a binding grants must be a delete + create, so it can be authorized as such.
+    if new.get("roleRef") != old.get("roleRef"):
+        return [invalid("roleRef", new.get("roleRef"), "cannot change roleRef")]
+    return []
+
+
+def _validate_priorityclass_update(new: Obj, old: Obj) -> list[Cause]:
+    if new.get("value") != old.get("value"):
+        return [forbidden("value", "may not be changed in an update.")]
+    return []
+
+
 _UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[Cause]]] = {
     "Pod": _validate_pod_update,
     "Deployment": _validate_selector_update,
@@ -1131,6 +1680,9 @@ _UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[Cause]]] = {
     "Secret": _validate_immutable_data,
     "ConfigMap": _validate_immutable_data,
     "CustomResourceDefinition": _validate_crd_update,
+    "RoleBinding": _validate_role_ref_update,
+    "ClusterRoleBinding": _validate_role_ref_update,
+    "PriorityClass": _validate_priorityclass_update,
 }
 
 

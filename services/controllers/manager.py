@@ -26,6 +26,7 @@ CONTROLLERS: dict[str, str] = {
     "daemonset": ".daemonset:DaemonSetController",
     "statefulset": ".statefulset:StatefulSetController",
     "job": ".job:JobController",
+    "cronjob": ".cronjob:CronJobController",
     "replicaset": ".replicaset:ReplicaSetController",
     "deployment": ".deployment:DeploymentController",
 }

@@ -32,7 +32,9 @@ from .types import Obj, Res
 
 log = logging.getLogger(__name__)
 
-POOL_LIMIT = 32  # concurrent connections per client; each open watch holds one
+# Concurrent connections per client; each open watch holds one, and the controller manager alone
+# watches every served resource (the garbage collector), so this must stay well above their count.
+POOL_LIMIT = 256
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 60.0  # whole request, for everything except watches
 MAX_RETRIES = 5

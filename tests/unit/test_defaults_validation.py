@@ -40,6 +40,12 @@ def template(labels: dict[str, str]) -> dict:
 
 
 SEL = {"matchLabels": {"app": "web"}}
+WEBHOOK = {
+    "name": "check.example.com",
+    "clientConfig": {"url": "https://hooks.example.com/check"},
+    "sideEffects": "None",
+    "admissionReviewVersions": ["v1"],
+}
 
 # Minimal valid objects, with the client model each must deserialize into once defaulted.
 MINIMAL: dict[str, tuple[str, dict]] = {
@@ -132,6 +138,128 @@ MINIMAL: dict[str, tuple[str, dict]] = {
                 "versions": [{"name": "v1", "served": True, "storage": True}],
             },
         },
+    ),
+    # --- stored and served, not enforced
+    "PersistentVolume": (
+        "V1PersistentVolume",
+        {
+            "metadata": meta("pv", None),
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": "/data"},
+            },
+        },
+    ),
+    "LimitRange": (
+        "V1LimitRange",
+        {"metadata": meta("lr"), "spec": {"limits": [{"type": "Container", "default": {"cpu": "500m"}}]}},
+    ),
+    "ResourceQuota": ("V1ResourceQuota", {"metadata": meta("q"), "spec": {"hard": {"pods": "10"}}}),
+    "PodTemplate": ("V1PodTemplate", {"metadata": meta("pt"), "template": template({"app": "web"})}),
+    "ReplicationController": (
+        "V1ReplicationController",
+        {"metadata": meta("rc"), "spec": {"template": template({"app": "web"})}},
+    ),
+    "CronJob": (
+        "V1CronJob",
+        {
+            "metadata": meta("cj"),
+            "spec": {
+                "schedule": "*/5 * * * *",
+                "jobTemplate": {"spec": {"template": {"spec": {**pod_spec(), "restartPolicy": "OnFailure"}}}},
+            },
+        },
+    ),
+    "PodDisruptionBudget": (
+        "V1PodDisruptionBudget",
+        {"metadata": meta("pdb"), "spec": {"minAvailable": 1, "selector": SEL}},
+    ),
+    "Ingress": (
+        "V1Ingress",
+        {
+            "metadata": meta("ing"),
+            "spec": {
+                "rules": [
+                    {
+                        "host": "example.com",
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "web", "port": {"number": 80}}},
+                                }
+                            ]
+                        },
+                    }
+                ]
+            },
+        },
+    ),
+    "IngressClass": (
+        "V1IngressClass",
+        {"metadata": meta("nginx", None), "spec": {"controller": "k8s.io/ingress-nginx"}},
+    ),
+    "NetworkPolicy": (
+        "V1NetworkPolicy",
+        {"metadata": meta("np"), "spec": {"podSelector": SEL, "ingress": [{"ports": [{"port": 80}]}]}},
+    ),
+    "HorizontalPodAutoscaler": (
+        "V2HorizontalPodAutoscaler",
+        {
+            "metadata": meta("hpa"),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "maxReplicas": 5,
+            },
+        },
+    ),
+    "PriorityClass": ("V1PriorityClass", {"metadata": meta("high", None), "value": 1000}),
+    "StorageClass": ("V1StorageClass", {"metadata": meta("fast", None), "provisioner": "example.com/disk"}),
+    "CSIDriver": ("V1CSIDriver", {"metadata": meta("csi.example.com", None), "spec": {}}),
+    "VolumeAttachment": (
+        "V1VolumeAttachment",
+        {
+            "metadata": meta("va", None),
+            "spec": {
+                "attacher": "csi.example.com",
+                "nodeName": "edge-1",
+                "source": {"persistentVolumeName": "pv"},
+            },
+        },
+    ),
+    "Role": (
+        "V1Role",
+        {"metadata": meta("reader"), "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
+    ),
+    "ClusterRole": (
+        "V1ClusterRole",
+        {"metadata": meta("reader", None), "rules": [{"nonResourceURLs": ["/healthz"], "verbs": ["get"]}]},
+    ),
+    "RoleBinding": (
+        "V1RoleBinding",
+        {
+            "metadata": meta("rb"),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+            "subjects": [{"kind": "User", "name": "alice"}, {"kind": "ServiceAccount", "name": "default"}],
+        },
+    ),
+    "ClusterRoleBinding": (
+        "V1ClusterRoleBinding",
+        {
+            "metadata": meta("crb", None),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}],
+        },
+    ),
+    "ValidatingWebhookConfiguration": (
+        "V1ValidatingWebhookConfiguration",
+        {"metadata": meta("vwc", None), "webhooks": [dict(WEBHOOK)]},
+    ),
+    "MutatingWebhookConfiguration": (
+        "V1MutatingWebhookConfiguration",
+        {"metadata": meta("mwc", None), "webhooks": [dict(WEBHOOK)]},
     ),
 }
 
@@ -689,3 +817,188 @@ def test_status_message() -> None:
     assert status_message("Pod", "p", two) == (
         'Pod "p" is invalid: [spec.containers: Required value, spec.containers: Required value]'
     )
+
+
+# --- kinds that are stored and served, not enforced
+
+
+def test_cronjob_defaults_and_job_template_defaults() -> None:
+    cj = defaulted("CronJob")
+    spec = cj["spec"]
+    assert (spec["concurrencyPolicy"], spec["suspend"]) == ("Allow", False)
+    assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (3, 1)
+    job_spec = spec["jobTemplate"]["spec"]
+    assert (job_spec["completions"], job_spec["parallelism"], job_spec["backoffLimit"]) == (1, 1, 6)
+    assert "selector" not in job_spec  # generated per Job by the cronjob controller's Job, not here
+    pod = job_spec["template"]["spec"]
+    assert (pod["dnsPolicy"], pod["containers"][0]["imagePullPolicy"]) == ("ClusterFirst", "Always")
+
+
+def test_other_new_kind_defaults() -> None:
+    rc = defaulted("ReplicationController")
+    assert rc["spec"]["selector"] == {"app": "web"} and rc["metadata"]["labels"] == {"app": "web"}
+    assert rc["spec"]["replicas"] == 1 and rc["spec"]["template"]["spec"]["restartPolicy"] == "Always"
+    assert defaulted("PodTemplate")["template"]["spec"]["schedulerName"] == "default-scheduler"
+    pv = defaulted("PersistentVolume")
+    assert (pv["spec"]["persistentVolumeReclaimPolicy"], pv["spec"]["volumeMode"]) == ("Retain", "Filesystem")
+    assert pv["status"]["phase"] == "Pending"
+    assert defaulted("HorizontalPodAutoscaler")["spec"]["minReplicas"] == 1
+    assert defaulted("PriorityClass")["preemptionPolicy"] == "PreemptLowerPriority"
+    sc = defaulted("StorageClass")
+    assert (sc["reclaimPolicy"], sc["volumeBindingMode"]) == ("Delete", "Immediate")
+    rb = defaulted("RoleBinding")
+    assert [s["apiGroup"] for s in rb["subjects"]] == ["rbac.authorization.k8s.io", ""]
+    ingress_only = defaulted("NetworkPolicy")
+    assert ingress_only["spec"]["policyTypes"] == ["Ingress"]
+    assert ingress_only["spec"]["ingress"][0]["ports"][0]["protocol"] == "TCP"
+    both = defaulted("NetworkPolicy", {"metadata": meta("np"), "spec": {"egress": [{}]}})
+    assert both["spec"]["policyTypes"] == ["Ingress", "Egress"] and both["spec"]["podSelector"] == {}
+    explicit = defaulted("NetworkPolicy", {"metadata": meta("np"), "spec": {"policyTypes": ["Egress"]}})
+    assert explicit["spec"]["policyTypes"] == ["Egress"]
+    ing = defaulted("Ingress")
+    assert ing["spec"]["rules"][0]["http"]["paths"][0]["pathType"] == "Prefix"  # no default, kept
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "* * * * *",
+        "@hourly",
+        "@daily",
+        "@every 1h30m",
+        "0 0 1 JAN,jul MON-fri",
+        "*/15 0-23/2 1-31 * ?",
+        "5/10 * * * *",
+    ],
+)
+def test_cron_schedules_accepted(schedule: str) -> None:
+    cj = defaulted("CronJob")
+    cj["spec"]["schedule"] = schedule
+    assert validate_create(INFO["CronJob"], cj) == []
+
+
+@pytest.mark.parametrize(
+    ("schedule", "detail"),
+    [
+        ("* * * *", "expected exactly 5 fields, found 4: [* * * *]"),
+        ("60 * * * *", "end of range (60) above maximum (59): 60"),
+        ("* * 0 * *", "beginning of range (0) below minimum (1): 0"),
+        ("* * * * 7", "end of range (7) above maximum (6): 7"),
+        ("5-1 * * * *", "beginning of range (5) beyond end of range (1): 5-1"),
+        ("*/0 * * * *", "step of range should be a positive number: */0"),
+        ("* * * foo *", "failed to parse int from foo"),
+        ("@fortnightly", "unrecognized descriptor: @fortnightly"),
+        ("TZ=UTC * * * * *", "cannot use TZ or CRON_TZ in schedule, use timeZone field instead"),
+    ],
+)
+def test_cron_schedules_refused(schedule: str, detail: str) -> None:
+    cj = defaulted("CronJob")
+    cj["spec"]["schedule"] = schedule
+    (cause,) = validate_create(INFO["CronJob"], cj)
+    assert (cause["field"], cause["reason"]) == ("spec.schedule", INVALID)
+    assert detail in cause["message"]
+
+
+def test_cronjob_validation() -> None:
+    info = INFO["CronJob"]
+    cj = defaulted("CronJob")
+    del cj["spec"]["schedule"]
+    cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"] = "Always"
+    cj["spec"]["timeZone"] = "Mars/Olympus"
+    assert fields(validate_create(info, cj)) == [
+        "spec.schedule",
+        "spec.timeZone",
+        "spec.jobTemplate.spec.template.spec.restartPolicy",
+    ]
+    no_template = {"metadata": meta("cj"), "spec": {"schedule": "@daily"}}
+    assert fields(validate_create(info, no_template)) == ["spec.jobTemplate"]
+    long_name = defaulted("CronJob")
+    long_name["metadata"]["name"] = "c" * 53
+    assert fields(validate_create(info, long_name)) == ["metadata.name"]
+
+
+def test_rbac_validation_and_role_ref_immutable() -> None:
+    rb = defaulted("RoleBinding")
+    del rb["roleRef"]
+    assert fields(validate_create(INFO["RoleBinding"], rb)) == ["roleRef"]
+    crb = defaulted("ClusterRoleBinding")
+    crb["roleRef"]["kind"] = "Role"
+    crb["subjects"][0].pop("namespace")
+    assert fields(validate_create(INFO["ClusterRoleBinding"], crb)) == [
+        "roleRef.kind",
+        "subjects[0].namespace",
+    ]
+    role = {"metadata": meta("r"), "rules": [{"resources": ["pods"], "apiGroups": [""]}]}
+    assert fields(validate_create(INFO["Role"], role)) == ["rules[0].verbs"]
+    old = defaulted("ClusterRoleBinding")
+    new = copy.deepcopy(old)
+    new["roleRef"]["name"] = "admin"
+    (cause,) = validate_update(INFO["ClusterRoleBinding"], new, old)
+    assert cause["field"] == "roleRef" and cause["message"].endswith("cannot change roleRef")
+    more_subjects = copy.deepcopy(old)
+    more_subjects["subjects"].append(
+        {"kind": "Group", "name": "ops", "apiGroup": "rbac.authorization.k8s.io"}
+    )
+    assert validate_update(INFO["ClusterRoleBinding"], more_subjects, old) == []
+
+
+def test_priorityclass_pdb_hpa_validation() -> None:
+    info = INFO["PriorityClass"]
+    assert fields(validate_create(info, {"metadata": meta("p", None)})) == ["value"]
+    assert fields(validate_create(info, {"metadata": meta("p", None), "value": 2_000_000_000})) == ["value"]
+    old = defaulted("PriorityClass")
+    changed = {**old, "value": 5}
+    assert validate_update(info, changed, old)[0]["reason"] == FORBIDDEN
+
+    pdb = defaulted("PodDisruptionBudget")
+    pdb["spec"]["maxUnavailable"] = "10%"
+    (cause,) = validate_create(INFO["PodDisruptionBudget"], pdb)
+    assert cause["field"] == "spec" and "cannot be both set" in cause["message"]
+    pdb["spec"] = {"maxUnavailable": "150%"}
+    assert fields(validate_create(INFO["PodDisruptionBudget"], pdb)) == ["spec.maxUnavailable"]
+
+    hpa = defaulted("HorizontalPodAutoscaler")
+    hpa["spec"].update(minReplicas=3, maxReplicas=2)
+    assert fields(validate_create(INFO["HorizontalPodAutoscaler"], hpa)) == ["spec.maxReplicas"]
+    hpa["spec"].update(minReplicas=0, maxReplicas=2, scaleTargetRef={"kind": "Deployment"})
+    assert fields(validate_create(INFO["HorizontalPodAutoscaler"], hpa)) == [
+        "spec.scaleTargetRef.name",
+        "spec.minReplicas",
+    ]
+    hpa["spec"].pop("scaleTargetRef")
+    assert "spec.scaleTargetRef" in fields(validate_create(INFO["HorizontalPodAutoscaler"], hpa))
+
+
+def test_ingress_and_rc_validation() -> None:
+    info = INFO["Ingress"]
+    ing = defaulted("Ingress")
+    path = ing["spec"]["rules"][0]["http"]["paths"][0]
+    del path["pathType"]
+    (cause,) = validate_create(info, ing)
+    assert (cause["field"], cause["reason"]) == ("spec.rules[0].http.paths[0].pathType", REQUIRED)
+    path["pathType"] = "Regex"
+    assert fields(validate_create(info, ing)) == ["spec.rules[0].http.paths[0].pathType"]
+    path.update(pathType="Exact", path="relative", backend={})
+    assert fields(validate_create(info, ing)) == [
+        "spec.rules[0].http.paths[0].path",
+        "spec.rules[0].http.paths[0].backend",
+    ]
+    assert fields(validate_create(info, {"metadata": meta("i"), "spec": {}})) == ["spec.rules"]
+
+    rc = defaulted("ReplicationController")
+    rc["spec"]["selector"] = {"app": "db"}
+    assert fields(validate_create(INFO["ReplicationController"], rc)) == ["spec.template.metadata.labels"]
+
+
+def test_storage_validation() -> None:
+    assert fields(validate_create(INFO["StorageClass"], {"metadata": meta("s", None)})) == ["provisioner"]
+    pv = defaulted("PersistentVolume")
+    pv["spec"]["nfs"] = {"server": "nfs", "path": "/"}
+    pv["spec"]["persistentVolumeReclaimPolicy"] = "Shred"
+    assert fields(validate_create(INFO["PersistentVolume"], pv)) == [
+        "spec.nfs",
+        "spec.persistentVolumeReclaimPolicy",
+    ]
+    netpol = defaulted("NetworkPolicy")
+    netpol["spec"]["policyTypes"] = ["Sideways"]
+    assert fields(validate_create(INFO["NetworkPolicy"], netpol)) == ["spec.policyTypes[0]"]

@@ -732,6 +732,18 @@ def test_supported_kinds_cover_what_the_server_serves() -> None:
         ("authentication.k8s.io/v1", "TokenRequest"),
         ("autoscaling/v1", "Scale"),
         ("meta.k8s.io/v1", "DeleteOptions"),
+        ("v1", "PersistentVolume"),
+        ("rbac.authorization.k8s.io/v1", "Role"),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+        ("policy/v1", "PodDisruptionBudget"),
+        ("scheduling.k8s.io/v1", "PriorityClass"),
+        ("networking.k8s.io/v1", "Ingress"),
+        ("networking.k8s.io/v1", "IngressClass"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("storage.k8s.io/v1", "StorageClass"),
     ]:
         assert pair in kinds
 
@@ -745,6 +757,7 @@ _NEWER_THAN_CLIENT = {
     "SecurityContext.ulimits",
 }
 _MODEL_NAMES = {
+    **{m: "V2" + m.removeprefix("autoscaling.") for m in protobuf.SCHEMA if m.startswith("autoscaling.")},
     "EphemeralContainerCommon": "V1EphemeralContainer",
     "WorkloadCondition": "V1ReplicaSetCondition",
     "EndpointPort": "CoreV1EndpointPort",
@@ -781,3 +794,115 @@ def test_schema_json_names_match_the_kubernetes_client_models() -> None:
         assert not unknown, f"{message}: {unknown} are not fields of {model_name}"
         checked += 1
     assert checked > 150
+
+
+# ---- RBAC, policy, scheduling, networking, autoscaling/v2, storage ---------------------------------------------
+
+
+def test_kubectl_fixtures_cover_the_newer_typed_create_commands() -> None:
+    names = {p.stem for p in FIXTURES.glob("*.bin")}
+    assert {
+        "role",
+        "clusterrole_urls",
+        "clusterrole_aggregated",
+        "rolebinding",
+        "clusterrolebinding",
+        "pdb",
+        "pdb_max",
+        "priorityclass",
+        "ingress",
+        "quota",
+        "quota_scopes",
+        "cronjob",
+        "cronjob_command",
+    } <= names
+
+
+def test_aggregated_cluster_role_leaves_out_the_null_rules() -> None:
+    # ClusterRole.rules has no omitempty, so kubectl's JSON prints `"rules": null`; an empty repeated field
+    # decodes to nothing, which the API treats the same.
+    expected = json.loads((FIXTURES / "clusterrole_aggregated.dryrun.json").read_text())
+    assert expected.pop("rules") is None
+    assert decode((FIXTURES / "clusterrole_aggregated.bin").read_bytes()) == expected
+
+
+def test_rolebinding_subjects_and_role_ref() -> None:
+    rb = decode((FIXTURES / "rolebinding.bin").read_bytes())
+    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"}
+    kinds = [(s["kind"], s["name"]) for s in rb["subjects"]]
+    assert kinds == [("User", "alice"), ("Group", "ops"), ("ServiceAccount", "builder")]
+
+
+def test_pdb_int_or_percent_and_priority_class_value() -> None:
+    assert decode((FIXTURES / "pdb.bin").read_bytes())["spec"]["minAvailable"] == "50%"
+    assert decode((FIXTURES / "pdb_max.bin").read_bytes())["spec"]["maxUnavailable"] == 1
+    pc = decode((FIXTURES / "priorityclass.bin").read_bytes())
+    assert (pc["value"], pc["globalDefault"], pc["preemptionPolicy"]) == (1000, True, "Never")
+
+
+def test_hand_built_hpa_v2_storage_class_pv_and_network_policy() -> None:
+    target = msg(2, ld(1, "Utilization"), vi(4, 80))
+    metric = msg(4, ld(1, "Resource"), msg(4, ld(1, "cpu"), target))
+    hpa_spec = msg(
+        2, msg(1, ld(1, "Deployment"), ld(2, "web"), ld(3, "apps/v1")), vi(2, 2), vi(3, 10), metric
+    )
+    hpa = decode(body(meta("web", "default") + hpa_spec, "autoscaling/v2", "HorizontalPodAutoscaler"))
+    assert hpa["spec"] == {
+        "scaleTargetRef": {"kind": "Deployment", "name": "web", "apiVersion": "apps/v1"},
+        "minReplicas": 2,
+        "maxReplicas": 10,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+            }
+        ],
+    }
+    sc = decode(
+        body(
+            meta("fast")
+            + ld(2, "example.com/disk")
+            + entry(3, "type", "ssd")
+            + ld(4, "Retain")
+            + vi(6, False)
+            + ld(7, "WaitForFirstConsumer"),
+            "storage.k8s.io/v1",
+            "StorageClass",
+        )
+    )
+    assert sc["parameters"] == {"type": "ssd"} and sc["allowVolumeExpansion"] is False
+    assert (sc["reclaimPolicy"], sc["volumeBindingMode"]) == ("Retain", "WaitForFirstConsumer")
+    pv_spec = msg(
+        2,
+        entry(1, "storage", ld(1, "5Gi")),
+        msg(
+            2, msg(22, ld(1, "csi.example.com"), ld(2, "vol-1"), msg(8, ld(1, "creds"), ld(2, "kube-system")))
+        ),
+        ld(3, "ReadWriteOnce"),
+        ld(5, "Retain"),
+    )
+    pv = decode(body(meta("pv1") + pv_spec, "v1", "PersistentVolume"))
+    assert pv["spec"] == {
+        "capacity": {"storage": "5Gi"},
+        "csi": {
+            "driver": "csi.example.com",
+            "volumeHandle": "vol-1",
+            "nodePublishSecretRef": {"name": "creds", "namespace": "kube-system"},
+        },
+        "accessModes": ["ReadWriteOnce"],
+        "persistentVolumeReclaimPolicy": "Retain",
+    }
+    peer = msg(2, msg(3, ld(1, "10.0.0.0/8"), ld(2, "10.1.0.0/16")))
+    port = msg(1, ld(1, "TCP"), msg(2, vi(1, 0), vi(2, 80)), vi(3, 90))
+    np_spec = msg(2, msg(1), msg(2, port, peer), ld(4, "Ingress"))
+    np_ = decode(body(meta("np", "default") + np_spec, "networking.k8s.io/v1", "NetworkPolicy"))
+    assert np_["spec"] == {
+        "podSelector": {},
+        "ingress": [
+            {
+                "ports": [{"protocol": "TCP", "port": 80, "endPort": 90}],
+                "from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
+            }
+        ],
+        "policyTypes": ["Ingress"],
+    }

@@ -591,3 +591,237 @@ def test_every_builtin_has_matching_definitions_and_cells() -> None:
         defs = column_definitions(r)
         assert defs and all(set(d) == {"name", "type", "format", "description", "priority"} for d in defs)
         assert len(row_cells(r, {"metadata": {"name": "x"}}, NOW)) == len(defs), r.plural
+
+
+# --- kinds that are stored and served, not enforced -------------------------------------------------
+
+
+def cells_v(group: str, version: str, plural: str, obj: dict) -> dict:
+    r = REG.get(group, version, plural)
+    assert r is not None
+    names = [c["name"] for c in column_definitions(r)]
+    values = row_cells(r, obj, NOW)
+    assert len(names) == len(values)
+    return dict(zip(names, values, strict=True))
+
+
+def test_cronjob_cells() -> None:
+    cj = {
+        "metadata": {"name": "backup", "creationTimestamp": ago(hours=4)},
+        "spec": {
+            "schedule": "@hourly",
+            "suspend": False,
+            "jobTemplate": {
+                "spec": {"template": {"spec": {"containers": [{"name": "b", "image": "busybox"}]}}}
+            },
+        },
+        "status": {"active": [{"name": "backup-1"}], "lastScheduleTime": ago(minutes=5)},
+    }
+    assert cells("batch", "cronjobs", cj) == {
+        "Name": "backup",
+        "Schedule": "@hourly",
+        "Timezone": "<none>",
+        "Suspend": "False",
+        "Active": 1,
+        "Last Schedule": "5m",
+        "Age": "4h",
+        "Containers": "b",
+        "Images": "busybox",
+        "Selector": "<none>",
+    }
+    never = {"metadata": {"name": "x"}, "spec": {"schedule": "* * * * *", "timeZone": "Etc/UTC"}}
+    row = cells("batch", "cronjobs", never)
+    assert (row["Timezone"], row["Suspend"], row["Last Schedule"]) == ("Etc/UTC", "<unset>", "<none>")
+
+
+def test_pdb_ingress_networkpolicy_cells() -> None:
+    pdb = {"metadata": {"name": "web"}, "spec": {"minAvailable": "50%"}, "status": {"disruptionsAllowed": 2}}
+    row = cells("policy", "poddisruptionbudgets", pdb)
+    assert (row["Min Available"], row["Max Unavailable"], row["Allowed Disruptions"]) == ("50%", "N/A", 2)
+    ing = {
+        "metadata": {"name": "web"},
+        "spec": {
+            "ingressClassName": "nginx",
+            "tls": [{"hosts": ["a.example.com"]}],
+            "rules": [{"host": f"h{i}.example.com"} for i in range(5)],
+        },
+        "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}, {"hostname": "lb.example.com"}]}},
+    }
+    row = cells("networking.k8s.io", "ingresses", ing)
+    assert row["Class"] == "nginx"
+    assert row["Hosts"] == "h0.example.com,h1.example.com,h2.example.com + 2 more..."
+    assert (row["Address"], row["Ports"]) == ("10.0.0.1,lb.example.com", "80, 443")
+    bare = cells("networking.k8s.io", "ingresses", {"metadata": {"name": "x"}, "spec": {"rules": [{}]}})
+    assert (bare["Class"], bare["Hosts"], bare["Address"], bare["Ports"]) == ("<none>", "*", "", "80")
+    ic = {
+        "metadata": {"name": "n"},
+        "spec": {
+            "controller": "k8s.io/nginx",
+            "parameters": {"kind": "Cfg", "apiGroup": "x.io", "name": "p"},
+        },
+    }
+    assert cells("networking.k8s.io", "ingressclasses", ic)["Parameters"] == "Cfg.x.io/p"
+    np_all = {"metadata": {"name": "deny"}, "spec": {"podSelector": {}}}
+    assert cells("networking.k8s.io", "networkpolicies", np_all)["Pod-Selector"] == "<none>"
+    np_web = {"metadata": {"name": "web"}, "spec": {"podSelector": {"matchLabels": {"app": "web"}}}}
+    assert cells("networking.k8s.io", "networkpolicies", np_web)["Pod-Selector"] == "app=web"
+
+
+def test_hpa_cells() -> None:
+    hpa = {
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"kind": "Deployment", "name": "web"},
+            "minReplicas": 2,
+            "maxReplicas": 10,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+                },
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": "qps"},
+                        "target": {"type": "AverageValue", "averageValue": "1k"},
+                    },
+                },
+                {
+                    "type": "External",
+                    "external": {"metric": {"name": "q"}, "target": {"type": "Value", "value": "5"}},
+                },
+            ],
+        },
+        "status": {
+            "currentReplicas": 3,
+            "currentMetrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 45}}}
+            ],
+        },
+    }
+    row = cells_v("autoscaling", "v2", "horizontalpodautoscalers", hpa)
+    assert row["Reference"] == "Deployment/web"
+    assert row["Targets"] == "cpu: 45%/80%, <unknown>/1k + 1 more..."
+    assert (row["MinPods"], row["MaxPods"], row["Replicas"]) == ("2", 10, 3)
+    bare = {"metadata": {"name": "x"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"}}}
+    assert cells_v("autoscaling", "v2", "horizontalpodautoscalers", bare)["Targets"] == "<none>"
+
+
+def test_priority_storage_and_volume_cells() -> None:
+    pc = {"metadata": {"name": "high"}, "value": 1000, "globalDefault": True}
+    row = cells("scheduling.k8s.io", "priorityclasses", pc)
+    assert (row["Value"], row["Global-Default"], row["Preemption Policy"]) == (1000, True, "<unset>")
+    sc = {
+        "metadata": {"name": "fast", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "example.com/disk",
+        "allowVolumeExpansion": True,
+    }
+    assert cells("storage.k8s.io", "storageclasses", sc) | {"Age": ""} == {
+        "Name": "fast (default)",
+        "Provisioner": "example.com/disk",
+        "ReclaimPolicy": "Delete",
+        "VolumeBindingMode": "Immediate",
+        "AllowVolumeExpansion": True,
+        "Age": "",
+    }
+    pv = {
+        "metadata": {"name": "pv1", "creationTimestamp": ago(days=3)},
+        "spec": {
+            "capacity": {"storage": "5Gi"},
+            "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "claimRef": {"namespace": "default", "name": "data"},
+            "storageClassName": "fast",
+            "volumeMode": "Filesystem",
+        },
+        "status": {"phase": "Bound"},
+    }
+    assert cells("", "persistentvolumes", pv) == {
+        "Name": "pv1",
+        "Capacity": "5Gi",
+        "Access Modes": "RWO,RWX",
+        "Reclaim Policy": "Retain",
+        "Status": "Bound",
+        "Claim": "default/data",
+        "StorageClass": "fast",
+        "VolumeAttributesClass": "<unset>",
+        "Reason": "",
+        "Age": "3d",
+        "VolumeMode": "Filesystem",
+    }
+    va = {
+        "metadata": {"name": "va"},
+        "spec": {"attacher": "csi.x", "nodeName": "n1", "source": {"persistentVolumeName": "pv1"}},
+    }
+    row = cells("storage.k8s.io", "volumeattachments", va)
+    assert (row["Attacher"], row["PV"], row["Node"], row["Attached"]) == ("csi.x", "pv1", "n1", False)
+    drv = {"metadata": {"name": "csi.x"}, "spec": {"volumeLifecycleModes": ["Persistent", "Ephemeral"]}}
+    row = cells("storage.k8s.io", "csidrivers", drv)
+    assert (row["AttachRequired"], row["TokenRequests"], row["Modes"]) == (
+        True,
+        "<unset>",
+        "Persistent,Ephemeral",
+    )
+
+
+def test_quota_rbac_webhook_rc_podtemplate_cells() -> None:
+    quota = {
+        "metadata": {"name": "q"},
+        "spec": {"hard": {"pods": "10", "requests.cpu": "2", "limits.memory": "4Gi"}},
+        "status": {
+            "used": {"pods": "3"},
+            "hard": {"pods": "10", "requests.cpu": "2", "limits.memory": "4Gi"},
+        },
+    }
+    row = cells("", "resourcequotas", quota)
+    assert (row["Request"], row["Limit"]) == ("pods: 3/10, requests.cpu: 0/2", "limits.memory: 0/4Gi")
+    created = "2024-05-01T10:00:00Z"
+    role = {"metadata": {"name": "reader", "creationTimestamp": created}}
+    assert cells("rbac.authorization.k8s.io", "clusterroles", role) == {
+        "Name": "reader",
+        "Created At": created,
+    }
+    assert cells("", "limitranges", role)["Created At"] == created
+    rb = {
+        "metadata": {"name": "rb"},
+        "roleRef": {"kind": "ClusterRole", "name": "view"},
+        "subjects": [
+            {"kind": "User", "name": "alice"},
+            {"kind": "User", "name": "bob"},
+            {"kind": "Group", "name": "ops"},
+            {"kind": "ServiceAccount", "name": "sa", "namespace": "kube-system"},
+        ],
+    }
+    row = cells("rbac.authorization.k8s.io", "rolebindings", rb)
+    assert (row["Role"], row["Users"], row["Groups"], row["ServiceAccounts"]) == (
+        "ClusterRole/view",
+        "alice, bob",
+        "ops",
+        "kube-system/sa",
+    )
+    hooks = {"metadata": {"name": "w"}, "webhooks": [{}, {}]}
+    assert cells("admissionregistration.k8s.io", "validatingwebhookconfigurations", hooks)["Webhooks"] == 2
+    rc = {
+        "metadata": {"name": "rc"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"app": "web"},
+            "template": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}},
+        },
+        "status": {"replicas": 2, "readyReplicas": 1},
+    }
+    row = cells("", "replicationcontrollers", rc)
+    assert (row["Desired"], row["Current"], row["Ready"], row["Selector"]) == (3, 2, 1, "app=web")
+    pt = {
+        "metadata": {"name": "pt"},
+        "template": {
+            "metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+        },
+    }
+    assert cells("", "podtemplates", pt) == {
+        "Template": "pt",
+        "Containers": "c",
+        "Images": "nginx",
+        "Pod Labels": "a=b",
+    }
