@@ -32,9 +32,11 @@ from .types import Obj, Res
 
 log = logging.getLogger(__name__)
 
-# Concurrent connections per client; each open watch holds one, and the controller manager alone
-# watches every served resource (the garbage collector), so this must stay well above their count.
-POOL_LIMIT = 256
+# Concurrent request connections per client. Watches and other streams use a pool of their own
+# (STREAM_POOL_LIMIT): each holds its connection for minutes, and the controller manager alone
+# watches every served resource, so sharing one pool would starve ordinary requests.
+POOL_LIMIT = 64
+STREAM_POOL_LIMIT = 1024
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 60.0  # whole request, for everything except watches
 MAX_RETRIES = 5
@@ -151,21 +153,27 @@ class KubeClient:
         self.backoff_cap = backoff_cap
         self.user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
+        self._streams: aiohttp.ClientSession | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> None:
         if self._session is not None:
             return
+        self._session = self._new_session(self.pool_limit, self.request_timeout)
+        # Streams have no total timeout; their callers bound the silence between chunks instead.
+        self._streams = self._new_session(STREAM_POOL_LIMIT, None)
+
+    def _new_session(self, limit: int, total: float | None) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
-            limit=self.pool_limit,
+            limit=limit,
             ssl=self.config.ssl_context() or False,
             # The API server is one host; keep connections alive and reuse them.
             keepalive_timeout=30,
         )
-        self._session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.request_timeout, connect=self.connect_timeout),
+            timeout=aiohttp.ClientTimeout(total=total, connect=self.connect_timeout),
             headers={"User-Agent": self.user_agent, "Accept": "application/json"},
             json_serialize=lambda o: orjson.dumps(o).decode(),
             # Our own components hit one server; cookies would only leak state between requests.
@@ -173,8 +181,9 @@ class KubeClient:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
+        sessions = [x for x in (self._session, self._streams) if x is not None]
+        self._session = self._streams = None
+        for session in sessions:
             await session.close()
 
     async def __aenter__(self) -> KubeClient:
@@ -254,7 +263,8 @@ class KubeClient:
             err: BaseException
             try:
                 # Auth headers are computed per attempt: rotated token files are picked up.
-                resp = await self.session.request(
+                session = self._streams if stream and self._streams is not None else self.session
+                resp = await session.request(
                     method,
                     url,
                     params=params,
