@@ -9,6 +9,12 @@ import pytest
 from kubeedge.beehive import Bus, Closed, Message, SyncTimeout, UnknownModule
 
 
+async def settle() -> None:
+    """Let started tasks run until they block (a fixed number of loop turns, not wall time)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
 def msg(n: int = 0, op: str = "update") -> Message:
     return Message.new("test", "resource", op, f"default/pod/p{n}", {"n": n})
 
@@ -105,7 +111,7 @@ async def test_bounded_queue_blocks_sender_and_try_send_drops() -> None:
     assert not bus.try_send("edged", msg(2)) and bus.drops("edged") == 1
 
     blocked = asyncio.create_task(bus.send("edged", msg(3)))
-    await asyncio.sleep(0.01)
+    await settle()
     assert not blocked.done()
     # While a sender waits in line, a non-blocking sender must not jump ahead of it.
     assert (await bus.receive("edged")).content == {"n": 0}
@@ -123,7 +129,7 @@ async def test_blocked_senders_keep_fifo_order_and_survive_cancellation() -> Non
     s1 = asyncio.create_task(bus.send("m", msg(1)))
     s2 = asyncio.create_task(bus.send("m", msg(2)))
     s3 = asyncio.create_task(bus.send("m", msg(3)))
-    await asyncio.sleep(0.01)
+    await settle()
     s2.cancel()
     got = [(await bus.receive("m")).content["n"] for _ in range(3)]
     assert got == [0, 1, 3]
@@ -136,7 +142,7 @@ async def test_cancelled_receiver_does_not_swallow_a_message() -> None:
     bus.register("m")
     r1 = asyncio.create_task(bus.receive("m"))
     r2 = asyncio.create_task(bus.receive("m"))
-    await asyncio.sleep(0.01)
+    await settle()
     await bus.send("m", msg(7))  # wakes r1 ...
     r1.cancel()  # ... which is cancelled before it runs: r2 must get the message
     assert (await asyncio.wait_for(r2, 1)).content == {"n": 7}
@@ -151,7 +157,7 @@ async def test_close_wakes_receivers_senders_and_requests() -> None:
     receiver = asyncio.create_task(bus.receive("idle"))
     sender = asyncio.create_task(bus.send("full", msg(1)))
     request = asyncio.create_task(bus.send_sync("svc", msg(2), timeout=10))
-    await asyncio.sleep(0.01)
+    await settle()
     bus.close()
     bus.close()  # idempotent
     for t in (receiver, sender, request):
@@ -175,7 +181,7 @@ async def test_unregister_wakes_its_receiver() -> None:
     bus = Bus()
     bus.register("m", "g")
     receiver = asyncio.create_task(bus.receive("m"))
-    await asyncio.sleep(0.01)
+    await settle()
     bus.unregister("m")
     with pytest.raises(Closed):
         await asyncio.wait_for(receiver, 1)
