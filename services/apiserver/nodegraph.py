@@ -6,52 +6,13 @@ Kept exact by listening to committed pod changes synchronously (no lag behind a 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
+from kubeedge.kube.podrefs import Ref, pod_refs
 from kubeedge.store import DELETED, Event, Record
 
 Obj = dict[str, Any]
-Ref = tuple[str, str, str]  # (resource key, namespace, name)
-
-
-def pod_refs(pod: Obj) -> set[Ref]:
-    """Every namespaced object a pod's spec names (what a kubelet must fetch to run it)."""
-    ns = pod.get("metadata", {}).get("namespace", "")
-    spec = pod.get("spec") or {}
-    refs: set[Ref] = set()
-
-    def add(key: str, name: Any) -> None:
-        if isinstance(name, str) and name:
-            refs.add((key, ns, name))
-
-    add("serviceaccounts", spec.get("serviceAccountName") or "default")
-    for s in spec.get("imagePullSecrets") or ():
-        add("secrets", s.get("name"))
-    for v in spec.get("volumes") or ():
-        add("configmaps", (v.get("configMap") or {}).get("name"))
-        add("secrets", (v.get("secret") or {}).get("secretName"))
-        add("persistentvolumeclaims", (v.get("persistentVolumeClaim") or {}).get("claimName"))
-        for src in (v.get("projected") or {}).get("sources") or ():
-            add("configmaps", (src.get("configMap") or {}).get("name"))
-            add("secrets", (src.get("secret") or {}).get("name"))
-        for kind in ("cephfs", "cinder", "flexVolume", "rbd", "scaleIO", "storageos", "iscsi", "azureFile"):
-            ref = (v.get(kind) or {}).get("secretRef") or {}
-            add("secrets", ref.get("name"))
-    for c in _containers(spec):
-        for e in c.get("env") or ():
-            vf = e.get("valueFrom") or {}
-            add("configmaps", (vf.get("configMapKeyRef") or {}).get("name"))
-            add("secrets", (vf.get("secretKeyRef") or {}).get("name"))
-        for ef in c.get("envFrom") or ():
-            add("configmaps", (ef.get("configMapRef") or {}).get("name"))
-            add("secrets", (ef.get("secretRef") or {}).get("name"))
-    return refs
-
-
-def _containers(spec: Obj) -> Iterator[Obj]:
-    for f in ("initContainers", "containers", "ephemeralContainers"):
-        yield from spec.get(f) or ()
 
 
 class NodeGraph:
