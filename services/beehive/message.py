@@ -33,6 +33,7 @@ OP_DELTA: Final = "delta"
 OP_DOCUMENT: Final = "document"
 OP_UPDATED: Final = "updated"
 OP_DELETED: Final = "deleted"
+OP_INVENTORY: Final = "inventory"  # ours (edge's uid→rv list on connect); = cloudcore.hubapi.OP_INVENTORY
 
 OPERATIONS: Final[frozenset[str]] = frozenset(
     {
