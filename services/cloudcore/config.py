@@ -1,0 +1,333 @@
+"""cloudcore's one configuration: a YAML document shaped like KubeEdge's cloudcore.yaml, loaded into
+frozen dataclasses with defaults and validation; ``--set a.b=c`` overrides edit the document first.
+
+Every YAML key maps to a field through ``_key`` metadata (camelCase, as KubeEdge spells it); an
+unknown key is an error naming its full dotted path, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import ipaddress
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import yaml
+
+from kubeedge.controllers.manager import resolve as resolve_controllers
+from kubeedge.pki.bootstrap import is_dns1123_subdomain
+
+API_VERSION: Final = "cloudcore.config.kubeedge.io/v1alpha2"
+KIND: Final = "CloudCore"
+DEFAULT_DATA_DIR: Final = Path("/var/lib/kubeedge/cloud")
+DEFAULT_METRICS_ADDRESS: Final = "127.0.0.1:10010"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+def _key(name: str) -> dict[str, str]:
+    return {"key": name}
+
+
+def _host_port(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _check_port(port: int, what: str) -> None:
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{what}: port {port} out of range 0..65535")
+
+
+def _check_address(addr: str, what: str) -> None:
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError:
+        raise ConfigError(f"{what}: {addr!r} is not an IP address") from None
+
+
+@dataclass(frozen=True)
+class KubeAPIConfig:
+    # Empty: run the embedded API server (and controllers) in this process.
+    kube_config: str = field(default="", metadata=_key("kubeConfig"))
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """A listener of cloudhub (websocket, or https for the bootstrap)."""
+
+    enable: bool = field(default=True, metadata=_key("enable"))
+    address: str = field(default="0.0.0.0", metadata=_key("address"))
+    port: int = field(default=10000, metadata=_key("port"))
+
+    def __post_init__(self) -> None:
+        _check_address(self.address, "address")
+        _check_port(self.port, "port")
+
+
+@dataclass(frozen=True)
+class CloudHubSettings:
+    enable: bool = field(default=True, metadata=_key("enable"))
+    # Names/IPs edges dial; they become SANs of the serving certificate.
+    advertise_address: tuple[str, ...] = field(default=(), metadata=_key("advertiseAddress"))
+    # Most nodes expected; reported when exceeded (cloudhub has no admission hook for it yet).
+    node_limit: int = field(default=1000, metadata=_key("nodeLimit"))
+    # Seconds of silence after which a session is dead (KubeEdge's cloudHub.keepaliveInterval).
+    keepalive_interval: float = field(default=30.0, metadata=_key("keepaliveInterval"))
+    # Seconds a send may wait on a full per-node queue before the message is dropped (and resent later).
+    write_timeout: float = field(default=5.0, metadata=_key("writeTimeout"))
+    # Per-node downstream queue bound.
+    send_queue_limit: int = field(default=1000, metadata=_key("sendQueueLimit"))
+    # Hours between bootstrap token refreshes; a token lives twice as long, so a copied one stays usable.
+    token_refresh_duration: float = field(default=12.0, metadata=_key("tokenRefreshDuration"))
+    # Days a node certificate is valid.
+    edge_cert_signing_duration: float = field(default=365.0, metadata=_key("edgeCertSigningDuration"))
+    websocket: ListenConfig = field(default_factory=ListenConfig, metadata=_key("websocket"))
+    https: ListenConfig = field(default_factory=lambda: ListenConfig(port=10002), metadata=_key("https"))
+
+    def __post_init__(self) -> None:
+        for a in self.advertise_address:
+            try:
+                ipaddress.ip_address(a)
+            except ValueError:
+                if not is_dns1123_subdomain(a):
+                    raise ConfigError(
+                        f"advertiseAddress {a!r} is neither an IP address nor a DNS name"
+                    ) from None
+        for name in ("node_limit", "send_queue_limit"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        for name in (
+            "keepalive_interval",
+            "write_timeout",
+            "token_refresh_duration",
+            "edge_cert_signing_duration",
+        ):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0")
+        if not self.websocket.enable or not self.https.enable:
+            raise ConfigError("cloudHub.websocket and cloudHub.https cannot be disabled (no other transport)")
+
+    @property
+    def token_refresh(self) -> dt.timedelta:
+        return dt.timedelta(hours=self.token_refresh_duration)
+
+    @property
+    def cert_validity(self) -> dt.timedelta:
+        return dt.timedelta(days=self.edge_cert_signing_duration)
+
+
+@dataclass(frozen=True)
+class EdgeControllerSettings:
+    enable: bool = field(default=True, metadata=_key("enable"))
+    resend_base: float = field(default=5.0, metadata=_key("resendBase"))
+    resend_cap: float = field(default=60.0, metadata=_key("resendCap"))
+    max_in_flight: int = field(default=4096, metadata=_key("maxInFlight"))
+    inventory_timeout: float = field(default=10.0, metadata=_key("inventoryTimeout"))
+
+    def __post_init__(self) -> None:
+        if not self.enable:
+            raise ConfigError("edgeController cannot be disabled (it is what edges talk to)")
+        if not 0 < self.resend_base <= self.resend_cap:
+            raise ConfigError("edgeController: need 0 < resendBase <= resendCap")
+        if self.max_in_flight < 1 or not self.inventory_timeout > 0:
+            raise ConfigError("edgeController: maxInFlight must be >= 1 and inventoryTimeout > 0")
+
+
+@dataclass(frozen=True)
+class Modules:
+    cloud_hub: CloudHubSettings = field(default_factory=CloudHubSettings, metadata=_key("cloudHub"))
+    edge_controller: EdgeControllerSettings = field(
+        default_factory=EdgeControllerSettings, metadata=_key("edgeController")
+    )
+
+
+@dataclass(frozen=True)
+class EmbeddedConfig:
+    """The in-process API server used when kubeAPIConfig.kubeConfig is empty."""
+
+    listen: str = field(default="127.0.0.1:6443", metadata=_key("listen"))
+    # "all", "none", or a comma-separated list ("-x" excludes), as kubeedge-apiserver --controllers.
+    controllers: str = field(default="all", metadata=_key("controllers"))
+
+    def __post_init__(self) -> None:
+        _host_port(self.listen, "embedded.listen")
+        try:
+            resolve_controllers(self.controllers.split(","))
+        except ValueError as e:
+            raise ConfigError(f"embedded.controllers: {e}") from None
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # Plain HTTP /metrics and /healthz; loopback by default (no authentication on it).
+    address: str = field(default=DEFAULT_METRICS_ADDRESS, metadata=_key("address"))
+
+    def __post_init__(self) -> None:
+        _host_port(self.address, "metrics.address")
+
+    @property
+    def host(self) -> str:
+        return _host_port(self.address, "metrics.address")[0]
+
+    @property
+    def port(self) -> int:
+        return _host_port(self.address, "metrics.address")[1]
+
+
+@dataclass(frozen=True)
+class CloudCoreConfig:
+    api_version: str = field(default=API_VERSION, metadata=_key("apiVersion"))
+    kind: str = field(default=KIND, metadata=_key("kind"))
+    data_dir: Path = field(default=DEFAULT_DATA_DIR, metadata=_key("dataDir"))
+    kube_api: KubeAPIConfig = field(default_factory=KubeAPIConfig, metadata=_key("kubeAPIConfig"))
+    embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig, metadata=_key("embedded"))
+    metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata=_key("metrics"))
+    modules: Modules = field(default_factory=Modules, metadata=_key("modules"))
+    log_level: str = field(default="INFO", metadata=_key("logLevel"))
+
+    def __post_init__(self) -> None:
+        if self.api_version != API_VERSION:
+            raise ConfigError(f"apiVersion: expected {API_VERSION!r}, got {self.api_version!r}")
+        if self.kind != KIND:
+            raise ConfigError(f"kind: expected {KIND!r}, got {self.kind!r}")
+        if not str(self.data_dir):
+            raise ConfigError("dataDir must not be empty")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"logLevel: unknown level {self.log_level!r}")
+
+    @property
+    def embedded_api(self) -> bool:
+        return not self.kube_api.kube_config
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> CloudCoreConfig:
+        return _build(cls, doc, "")
+
+    def to_document(self) -> dict[str, Any]:
+        """The YAML-able document of this configuration (what keadm writes as cloudcore.yaml)."""
+        out = _document(self)
+        assert isinstance(out, dict)
+        return out
+
+
+# ---- generic loading ---------------------------------------------------------------------------
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], doc: Mapping[str, Any], path: str) -> T:
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{path or 'document'}: expected a mapping, got {type(doc).__name__}")
+    hints = typing.get_type_hints(cls)
+    by_key = {f.metadata["key"]: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kw: dict[str, Any] = {}
+    for key, value in doc.items():
+        where = f"{path}.{key}" if path else str(key)
+        f = by_key.get(str(key))
+        if f is None:
+            known = ", ".join(sorted(by_key))
+            raise ConfigError(f"unknown key {where!r} (known here: {known})")
+        kw[f.name] = _convert(hints[f.name], value, where)
+    try:
+        return cls(**kw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _build(tp, value if value is not None else {}, where)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_convert(str, v, where) for v in value)
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: expected a path, got {value!r}")
+        return Path(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{where}: unsupported setting type {tp!r}")  # a programming error, said plainly
+
+
+def _document(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.metadata["key"]: _document(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_document(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def apply_overrides(doc: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides to a raw document (in place, and returned). Values are YAML
+    scalars or flow collections (``port=10001``, ``advertiseAddress=[10.0.0.1]``); intermediate
+    mappings are created; unknown keys are then reported by ``from_document``."""
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        keys = path.strip().split(".")
+        if not sep or not all(keys):
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
+        node: dict[str, Any] = doc
+        for i, k in enumerate(keys[:-1]):
+            nxt = node.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(keys[: i + 1])} is not a mapping")
+            node = nxt
+        node[keys[-1]] = value
+    return doc
+
+
+def load_config(
+    path: Path | None = None, overrides: Sequence[str] = (), *, data_dir: Path | None = None
+) -> CloudCoreConfig:
+    """Read ``path`` (or start from defaults), apply ``overrides`` and an explicit ``data_dir``."""
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        doc = loaded or {}
+    apply_overrides(doc, overrides)
+    if data_dir is not None:
+        doc["dataDir"] = str(data_dir)
+    return CloudCoreConfig.from_document(doc)
