@@ -1,0 +1,262 @@
+"""The edgecore process: credentials, the edge store, metamanager, the upstream queue, edgehub and the
+node agent, wired by one message router and run under one Supervisor.
+
+Router (EdgeHub.on_message, in arrival order):
+- ``response``/``error`` → the upstream queue's waiting drain, else a pending local request;
+- ``query`` → answered at once from the edge store (MetaManager.query), not queued behind bursts;
+- everything else (object insert/update/delete) → MetaManager, which ACKs after commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any, Final
+
+from kubeedge.beehive import Message
+from kubeedge.beehive.message import OP_ERROR, OP_QUERY
+from kubeedge.pki import certs, client, tokens
+from kubeedge.runtime import Supervisor
+from kubeedge.store import Store
+
+from .config import EdgeCoreConfig
+from .edgehub import EdgeHub, EdgeHubConfig
+from .metamanager import MetaManager
+from .nodeagent import NodeAgent, NodeAgentConfig
+from .upstream import UpstreamQueue
+
+log = logging.getLogger(__name__)
+
+# Local requests (edge → cloud, awaiting a reply) in flight at once.
+MAX_PENDING_REQUESTS: Final = 1024
+REQUEST_TIMEOUT: Final = 30.0
+
+
+class CredentialsError(Exception):
+    """No usable certificate and no way to obtain one; the text says what to configure."""
+
+
+class PendingRequests:
+    """msg_id → future for requests whose reply the router delivers (bounded)."""
+
+    def __init__(self, limit: int = MAX_PENDING_REQUESTS) -> None:
+        self.limit = limit
+        self._waiting: dict[str, asyncio.Future[Message]] = {}
+
+    def expect(self, msg: Message) -> asyncio.Future[Message]:
+        if len(self._waiting) >= self.limit:
+            raise RuntimeError(f"too many requests awaiting the cloud ({self.limit})")
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiting[msg.msg_id] = fut
+        return fut
+
+    def forget(self, msg: Message) -> None:
+        self._waiting.pop(msg.msg_id, None)
+
+    def deliver(self, reply: Message) -> bool:
+        fut = self._waiting.pop(reply.parent_msg_id, None)
+        if fut is None or fut.done():
+            return False
+        fut.set_result(reply)
+        return True
+
+    def cancel_all(self) -> None:
+        for fut in self._waiting.values():
+            fut.cancel()
+        self._waiting.clear()
+
+
+async def ensure_credentials(config: EdgeCoreConfig) -> tuple[bytes, certs.KeyPair]:
+    """The CA and node certificate from the configured files; when missing and a token is configured,
+    join: fetch the CA pinned by the token, request a certificate, write both (key 0600)."""
+    ca_path, cert_path, key_path = config.ca_file, config.cert_file, config.key_file
+    if ca_path.exists() and cert_path.exists() and key_path.exists():
+        return ca_path.read_bytes(), certs.KeyPair.load(cert_path, key_path)
+    http = config.cloud_http
+    token = config.edge_hub.token
+    if not token or http is None:
+        missing = [str(p) for p in (ca_path, cert_path, key_path) if not p.exists()]
+        raise CredentialsError(
+            f"missing {', '.join(missing)} and no modules.edgeHub.token + httpServer to obtain them"
+        )
+    host, port = http
+    pinned, _ = tokens.split_token(token)
+    if ca_path.exists():
+        ca_pem = ca_path.read_bytes()
+    else:
+        ca_pem = await client.fetch_ca(host, port, pinned)
+        ca_path.parent.mkdir(parents=True, exist_ok=True)
+        ca_path.write_bytes(ca_pem)
+    pair = await client.request_certificate(host, port, ca_pem, token, config.node_name)
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    pair.save(cert_path, key_path)
+    log.info("joined as node %s: certificate written to %s", config.node_name, cert_path)
+    return ca_pem, pair
+
+
+class EdgeCore:
+    def __init__(self, config: EdgeCoreConfig) -> None:
+        self.config = config
+        self.node_name = config.node_name
+        self.sup = Supervisor("edgecore")
+        self.pending = PendingRequests()
+        self.store: Store | None = None
+        self.upstream: UpstreamQueue | None = None
+        self.hub: EdgeHub | None = None
+        self.meta: MetaManager | None = None
+        self.agent: NodeAgent | None = None
+        self._ca_pem = b""
+        self._cert: certs.KeyPair | None = None
+        self.stopped = asyncio.Event()
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.data_path.mkdir(parents=True, exist_ok=True)
+        self._ca_pem, self._cert = await ensure_credentials(cfg)
+        self.store = Store(cfg.database)
+        await self.store.open()
+        self.upstream = UpstreamQueue(cfg.upstream_db)
+        await self.upstream.open()
+        host, port = cfg.cloud_ws
+        hub_cfg = EdgeHubConfig.for_cloud(
+            host,
+            self.node_name,
+            port=port,
+            project_id=cfg.edge_hub.project_id,
+            heartbeat=cfg.edge_hub.heartbeat,
+            handshake_timeout=cfg.edge_hub.handshake_timeout,
+            send_timeout=cfg.edge_hub.write_deadline,
+        )
+        self.hub = EdgeHub(hub_cfg, self._ca_pem, self._cert, self._route, on_connected=self._on_connected)
+        self.meta = MetaManager(self.store, self.hub, node_name=self.node_name)
+        upstream = self.upstream
+        self.agent = NodeAgent(
+            self.node_name,
+            cfg.edged.node_labels,
+            lambda res, op, content, group: upstream.put(res, op, content, group=group),
+            config=NodeAgentConfig(
+                status_interval=cfg.edged.node_status_update_frequency,
+                lease_duration=cfg.edged.node_lease_duration_seconds,
+                lease_interval=cfg.edged.node_lease_duration_seconds / 4,
+                node_ip=cfg.edged.node_ip,
+                data_dir=cfg.data_path,
+                register=cfg.edged.register_node,
+            ),
+        )
+        hub, meta, agent = self.hub, self.meta, self.agent
+        self.sup.spawn(hub.run, "edgehub")
+        self.sup.spawn(meta.run, "metamanager")
+        self.sup.spawn(lambda: upstream.run(hub), "upstream")
+        self.sup.spawn(agent.run, "nodeagent")
+        if cfg.edge_hub.rotate_certificates and cfg.cloud_http is not None:
+            self.sup.spawn(self._rotation_loop, "cert-rotation")
+        log.info("edgecore %s started (data %s)", self.node_name, cfg.data_dir)
+
+    async def stop(self) -> None:
+        if self.hub is not None:
+            self.hub.stop()
+        await self.sup.stop()
+        self.pending.cancel_all()
+        if self.upstream is not None:
+            await self.upstream.close()
+        if self.store is not None:
+            await self.store.close()
+        self.stopped.set()
+        log.info("edgecore %s stopped", self.node_name)
+
+    async def run_until_signalled(self) -> None:
+        """start, wait for SIGTERM/SIGINT, stop cleanly."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+            await stop.wait()
+            log.info("edgecore: signal received, shutting down")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    # ---- router --------------------------------------------------------------------------------
+
+    async def _route(self, msg: Message) -> None:
+        assert self.upstream is not None and self.meta is not None and self.hub is not None
+        if msg.is_reply:
+            if not self.upstream.deliver_reply(msg) and not self.pending.deliver(msg):
+                # e.g. the answer to the inventory, or to a status nobody waits for.
+                log.debug("reply %s to %s: nobody waiting", msg.operation, msg.parent_msg_id)
+            if msg.operation == OP_ERROR:
+                log.info("cloud error for %s: %s", msg.resource, msg.content)
+            return
+        if msg.operation == OP_QUERY:
+            await self.hub.send(await self.meta.query(msg))
+            return
+        await self.meta.handle(msg)
+
+    async def _on_connected(self) -> None:
+        assert self.upstream is not None and self.meta is not None
+        # Wake the drain first: what piled up offline goes out while the inventory is answered.
+        self.upstream.changed.set()
+        await self.meta.on_connected()
+
+    async def request(self, msg: Message, within: float = REQUEST_TIMEOUT) -> Message:
+        """Send ``msg`` to the cloud and wait for its reply (for local modules asking the cloud)."""
+        assert self.hub is not None
+        fut = self.pending.expect(msg)
+        try:
+            if not await self.hub.send(msg):
+                raise ConnectionError("edgehub is not connected")
+            async with asyncio.timeout(within):
+                return await fut
+        finally:
+            self.pending.forget(msg)
+
+    # ---- certificate rotation ------------------------------------------------------------------
+
+    async def rotate_if_due(self) -> bool:
+        """Renew the node certificate once it is due; the new one is used from the next dial."""
+        assert self._cert is not None and self.hub is not None
+        if not client.needs_rotation(self._cert.cert):
+            return False
+        http = self.config.cloud_http
+        assert http is not None
+        pair = await client.rotate_certificate(http[0], http[1], self._ca_pem, self._cert, self.node_name)
+        pair.save(self.config.cert_file, self.config.key_file)
+        self._cert = pair
+        self.hub.use_certificate(pair)
+        log.info("node certificate rotated; valid until %s", pair.cert.not_valid_after_utc)
+        return True
+
+    async def _rotation_loop(self) -> None:
+        while True:
+            try:
+                await self.rotate_if_due()
+            except client.BootstrapError as e:
+                # Retried at the next check; the current certificate stays valid meanwhile.
+                log.warning("certificate rotation failed: %s", e)
+            await asyncio.sleep(self.config.edge_hub.rotation_check_interval)
+
+    def status(self) -> dict[str, Any]:
+        hub = self.hub
+        return {
+            "node": self.node_name,
+            "connected": bool(hub and hub.connected),
+            "upstreamPending": len(self.upstream) if self.upstream else 0,
+            "supervisorFailures": self.sup.failures,
+        }
+
+
+async def run(config: EdgeCoreConfig) -> None:
+    core = EdgeCore(config)
+    with contextlib.suppress(asyncio.CancelledError):
+        await core.run_until_signalled()
+
+
+__all__ = ["CredentialsError", "EdgeCore", "PendingRequests", "ensure_credentials", "run"]
