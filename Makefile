@@ -44,9 +44,11 @@ unit: venv
 test: venv lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# cloudcore (embedded API + controllers, state .run/cloud) and this machine joined as an edge node
+# (edgecore, state .run/edge); Ctrl-C stops edgecore, then cloudcore.
 run: venv
 	@mkdir -p .run
-	$(PY) -m kubeedge.apiserver --data-dir .run --listen 127.0.0.1:6443
+	$(PY) -m kubeedge.keadm dev-run --data-dir .run
 
 bench: venv
 	$(PY) bench/run_all.py $(BENCH_ARGS)

@@ -24,6 +24,7 @@ from kubeedge.store import Store
 from .config import EdgeCoreConfig
 from .edgehub import EdgeHub, EdgeHubConfig
 from .metamanager import MetaManager
+from .metaserver import MetaServer, MetaServerConfig
 from .nodeagent import NodeAgent, NodeAgentConfig
 from .upstream import UpstreamQueue
 
@@ -108,6 +109,7 @@ class EdgeCore:
         self.hub: EdgeHub | None = None
         self.meta: MetaManager | None = None
         self.agent: NodeAgent | None = None
+        self.metaserver: MetaServer | None = None
         self._ca_pem = b""
         self._cert: certs.KeyPair | None = None
         self.stopped = asyncio.Event()
@@ -116,6 +118,8 @@ class EdgeCore:
 
     async def start(self) -> None:
         cfg = self.config
+        # Checked before anything starts: a non-loopback address is refused (it serves unauthenticated).
+        ms_cfg = MetaServerConfig.from_address(cfg.meta_server.server) if cfg.meta_server.enable else None
         cfg.data_path.mkdir(parents=True, exist_ok=True)
         self._ca_pem, self._cert = await ensure_credentials(cfg)
         self.store = Store(cfg.database)
@@ -153,6 +157,9 @@ class EdgeCore:
         self.sup.spawn(meta.run, "metamanager")
         self.sup.spawn(lambda: upstream.run(hub), "upstream")
         self.sup.spawn(agent.run, "nodeagent")
+        if ms_cfg is not None:
+            self.metaserver = MetaServer(self.store, ms_cfg)
+            self.sup.spawn(self.metaserver.run, "metaserver")
         if cfg.edge_hub.rotate_certificates and cfg.cloud_http is not None:
             self.sup.spawn(self._rotation_loop, "cert-rotation")
         log.info("edgecore %s started (data %s)", self.node_name, cfg.data_dir)

@@ -1,0 +1,12 @@
+"""`python -m kubeedge.keadm` / `keadm`."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["main"]
