@@ -20,6 +20,7 @@ import yaml
 
 from kubeedge.controllers.manager import resolve as resolve_controllers
 from kubeedge.pki.bootstrap import is_dns1123_subdomain
+from kubeedge.runtime.overrides import apply_overrides as _apply_overrides
 
 API_VERSION: Final = "cloudcore.config.kubeedge.io/v1alpha2"
 KIND: Final = "CloudCore"
@@ -290,26 +291,11 @@ def _document(value: Any) -> Any:
 
 
 def apply_overrides(doc: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides to a raw document (in place, and returned). Values are YAML
-    scalars or flow collections (``port=10001``, ``advertiseAddress=[10.0.0.1]``); intermediate
-    mappings are created; unknown keys are then reported by ``from_document``."""
-    for item in overrides:
-        path, sep, raw = item.partition("=")
-        keys = path.strip().split(".")
-        if not sep or not all(keys):
-            raise ConfigError(f"--set {item!r}: expected key.path=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
-        node: dict[str, Any] = doc
-        for i, k in enumerate(keys[:-1]):
-            nxt = node.setdefault(k, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {item!r}: {'.'.join(keys[: i + 1])} is not a mapping")
-            node = nxt
-        node[keys[-1]] = value
-    return doc
+    """``--set`` overrides applied to a copy of the raw document (see kubeedge.runtime.overrides)."""
+    try:
+        return _apply_overrides(doc if isinstance(doc, dict) else {}, overrides)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def load_config(
@@ -327,7 +313,7 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         doc = loaded or {}
-    apply_overrides(doc, overrides)
+    doc = apply_overrides(doc, overrides)
     if data_dir is not None:
         doc["dataDir"] = str(data_dir)
     return CloudCoreConfig.from_document(doc)

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from kubeedge.runtime.overrides import apply_overrides as _apply_overrides
+
 API_VERSION: Final = "edgecore.config.kubeedge.io/v1alpha2"
 KIND: Final = "EdgeCore"
 DEFAULT_DATA_DIR: Final = "/var/lib/kubeedge/edge"
@@ -276,32 +278,11 @@ def from_dict(doc: Any) -> EdgeCoreConfig:
 
 
 def apply_overrides(doc: Any, overrides: list[str]) -> dict[str, Any]:
-    """``--set a.b.c=value`` on a parsed document (a copy is returned). The value is read as YAML, so
-    numbers and booleans keep their types (``heartbeat=5``, ``registerNode=false``)."""
-    out: dict[str, Any] = _copy(doc) if isinstance(doc, dict) else {}
-    for item in overrides:
-        path, sep, raw = item.partition("=")
-        keys = path.strip().split(".")
-        if not sep or not all(keys):
-            raise ConfigError(f"--set {item!r}: expected <dotted.key>=<value>")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
-        node = out
-        for k in keys[:-1]:
-            nxt = node.get(k)
-            if nxt is None:
-                nxt = node[k] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {item!r}: {k} is not a mapping")
-            node = nxt
-        node[keys[-1]] = value
-    return out
-
-
-def _copy(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: _copy(v) if isinstance(v, dict) else v for k, v in doc.items()}
+    """``--set`` overrides applied to a copy of the raw document (see kubeedge.runtime.overrides)."""
+    try:
+        return _apply_overrides(doc if isinstance(doc, dict) else {}, overrides)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> EdgeCoreConfig:

@@ -292,7 +292,7 @@ def cloudcore_config(
     doc["modules"]["cloudHub"]["advertiseAddress"] = list(advertise)
     doc["kubeAPIConfig"]["kubeConfig"] = kube_config
     try:
-        cc_config.apply_overrides(doc, overrides)
+        doc = cc_config.apply_overrides(doc, overrides)
         return cc_config.CloudCoreConfig.from_document(doc)
     except cc_config.ConfigError as e:
         raise UsageError(f"cloudcore configuration: {e}") from None
