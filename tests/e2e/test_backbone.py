@@ -1,0 +1,620 @@
+"""The cloud-edge backbone end to end: cloudcore and two edgecores (nodes A and B) as separate OS
+processes on loopback, each edge serving its store through its MetaServer.
+
+Proves, in order (the tests share one set of processes; each also runs alone):
+1. both nodes join Ready with their Leases renewed; a Deployment pinned to A with a ConfigMap and a
+   Secret volume puts the pod, ConfigMap and Secret in A's store and none of them in B's, and deleting
+   them removes them at the edge;
+2. changes made in the cloud while edgecore A is down (a ConfigMap update, a pod deletion) reach A on
+   restart through the inventory handshake, each exactly once and nothing for unchanged objects; A's
+   node status and Lease advance again in the API;
+3. kill -9 of A during a burst of 1,000 pod patches: after a restart A's store equals the cloud's
+   desired set, each pod at the cloud's resourceVersion;
+4. garbage, an unknown operation and an oversized frame over an mTLS websocket with A's certificate
+   get an error reply or a close reason while B keeps working; a token pinning another CA fails
+   ``keadm join``; B's certificate presented as A is refused with 403;
+5. A's node certificate cannot read B's pod or Secret through the cloud API (403)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from kubeedge.beehive import Message, encode
+from kubeedge.beehive.codec import decode
+from kubeedge.cloudcore.cloudhub import NODE_ID_HEADER
+from kubeedge.edgecore.metamanager import CLOUD_RV_ANNOTATION
+from kubeedge.kube import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    LEASES,
+    NAMESPACES,
+    NODES,
+    PODS,
+    SECRETS,
+    KubeClient,
+    KubeConfig,
+    NotFound,
+    watch,
+)
+from kubeedge.kube.errors import Forbidden
+from kubeedge.pki import tokens
+from tests.apiserver_proc import KUBECTL, ROOT, free_port
+from tests.cluster import wait_for
+
+HOST = "127.0.0.1"
+NODE_A = "edge-a"
+NODE_B = "edge-b"
+STARTUP_S = 30.0
+DEADLINE_S = 30.0
+STOP_S = 15.0
+BURST_PODS = 20
+PATCHES_PER_POD = 50
+BURST_CONCURRENCY = 50
+OVERSIZED_FRAME_BYTES = 9 * 1024 * 1024  # above cloudhub's default 8 MiB frame limit
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+@dataclass
+class Proc:
+    """One daemon: its command line, log file and process handle."""
+
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(STOP_S)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(STOP_S)
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@dataclass
+class Edge:
+    name: str
+    data_dir: Path
+    meta_port: int
+    daemon: Proc
+
+    @property
+    def meta(self) -> KubeConfig:
+        return KubeConfig(server=f"http://{HOST}:{self.meta_port}")
+
+    @property
+    def cert(self) -> tuple[Path, Path]:
+        return self.data_dir / "certs" / "server.crt", self.data_dir / "certs" / "server.key"
+
+    @property
+    def ca(self) -> Path:
+        return self.data_dir / "ca" / "rootCA.crt"
+
+    async def ensure_running(self) -> None:
+        """Each test may run alone: start the edge if an earlier test left it stopped."""
+        if not self.daemon.alive():
+            self.daemon.start()
+        await self.wait_serving()
+
+    async def wait_serving(self) -> None:
+        url = f"http://{HOST}:{self.meta_port}/healthz"
+
+        async def up() -> bool:
+            assert self.daemon.alive(), f"edgecore {self.name} exited:\n{self.daemon.tail()}"
+            return await asyncio.to_thread(_http_ok, url)
+
+        await wait_for(up, deadline_s=STARTUP_S, what=f"{self.name}'s MetaServer")
+
+
+@dataclass
+class Cluster:
+    base: Path
+    ports: dict[str, int]
+    cloud: Proc
+    edges: dict[str, Edge] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "cloud"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "apiserver" / "admin.kubeconfig"
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / tokens.TOKEN_FILE).read_text().strip()
+
+    async def wait_cloud_healthy(self) -> None:
+        url = f"http://{HOST}:{self.ports['metrics']}/healthz"
+
+        async def healthy() -> bool:
+            assert self.cloud.alive(), f"cloudcore exited:\n{self.cloud.tail()}"
+            return await asyncio.to_thread(_http_ok, url)
+
+        await wait_for(healthy, deadline_s=STARTUP_S, what="cloudcore /healthz")
+
+    def edge_config(self, name: str, data_dir: Path, meta_port: int) -> Path:
+        doc = {
+            "dataDir": str(data_dir),
+            "modules": {
+                "edgeHub": {
+                    "httpServer": f"https://{HOST}:{self.ports['https']}",
+                    "websocket": {"server": f"{HOST}:{self.ports['ws']}", "handshakeTimeout": 5},
+                    "heartbeat": 2,
+                    "token": self.token,
+                },
+                "edged": {
+                    "hostnameOverride": name,
+                    "nodeStatusUpdateFrequency": 1,
+                    "nodeLeaseDurationSeconds": 4,
+                },
+                "metaManager": {"metaServer": {"enable": True, "server": f"{HOST}:{meta_port}"}},
+            },
+        }
+        path = data_dir / "edgecore.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return path
+
+
+def _cloud_config(base: Path, ports: dict[str, int]) -> Path:
+    doc = {
+        "apiVersion": "cloudcore.config.kubeedge.io/v1alpha2",
+        "kind": "CloudCore",
+        "dataDir": str(base / "cloud"),
+        "embedded": {"listen": f"{HOST}:{ports['api']}", "controllers": "all"},
+        "metrics": {"address": f"{HOST}:{ports['metrics']}"},
+        "modules": {
+            "cloudHub": {
+                "advertiseAddress": [HOST],
+                "websocket": {"address": HOST, "port": ports["ws"]},
+                "https": {"address": HOST, "port": ports["https"]},
+            },
+            "edgeController": {"resendBase": 1.0},
+        },
+    }
+    path = base / "cloudcore.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    base = tmp_path_factory.mktemp("backbone")
+    ports = {k: free_port() for k in ("api", "ws", "https", "metrics")}
+    cfg = _cloud_config(base, ports)
+    cloud = Proc([sys.executable, "-m", "kubeedge.cloudcore", "--config", str(cfg)], base / "cloudcore.log")
+    c = Cluster(base, ports, cloud)
+    try:
+        cloud.start()
+        asyncio.run(c.wait_cloud_healthy())
+        for name in (NODE_A, NODE_B):
+            data = base / name
+            data.mkdir()
+            port = free_port()
+            argv = [
+                sys.executable,
+                "-m",
+                "kubeedge.edgecore",
+                "--config",
+                str(c.edge_config(name, data, port)),
+            ]
+            e = Edge(name, data, port, Proc(argv, base / f"{name}.log"))
+            c.edges[name] = e
+            e.daemon.start()
+        for e in c.edges.values():
+            asyncio.run(e.wait_serving())
+        yield c
+    finally:
+        for e in c.edges.values():
+            e.daemon.stop()
+        cloud.stop()
+
+
+@contextlib.asynccontextmanager
+async def admin(c: Cluster) -> AsyncIterator[KubeClient]:
+    async with KubeClient(KubeConfig.from_file(str(c.kubeconfig))) as kc:
+        yield kc
+
+
+async def edge_names(e: Edge, res: Any, ns: str) -> set[str]:
+    """What ``e`` holds of ``res`` in ``ns``, read through its MetaServer."""
+    async with KubeClient(e.meta) as kc:
+        return {o["metadata"]["name"] for o in (await kc.list(res, ns))[0]}
+
+
+async def new_namespace(kc: KubeClient, prefix: str) -> str:
+    name = f"{prefix}-{int(time.monotonic() * 1000) % 1_000_000}"
+    await kc.create(NAMESPACES, {"metadata": {"name": name}})
+    return name
+
+
+def bound_pod(name: str, node: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": 0,  # see the Deployment in the first test
+            "containers": [{"name": "c", "image": "nginx"}],
+            **spec,
+        },
+    }
+
+
+def ready(node: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in node["status"].get("conditions", []) if c["type"] == "Ready")
+
+
+async def lease_renew_time(kc: KubeClient, node: str) -> str:
+    try:
+        return str((await kc.get(LEASES, node, "kube-node-lease"))["spec"].get("renewTime") or "")
+    except NotFound:
+        return ""
+
+
+async def kubectl_ready_nodes(c: Cluster) -> set[str]:
+    proc = await asyncio.create_subprocess_exec(
+        KUBECTL, "--kubeconfig", str(c.kubeconfig), "get", "nodes", "-o", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return {
+        n["metadata"]["name"]
+        for n in json.loads(out)["items"]
+        if any(x["type"] == "Ready" and x["status"] == "True" for x in n["status"].get("conditions", []))
+    }
+
+
+# ---- 1. join, pinned workload, deletion ------------------------------------------------------------
+
+
+async def test_two_nodes_ready_and_pinned_deployment_reaches_only_its_node(cluster: Cluster) -> None:
+    a, b = cluster.edges[NODE_A], cluster.edges[NODE_B]
+
+    async def both_ready() -> bool:
+        for e in (a, b):
+            assert e.daemon.alive(), f"edgecore {e.name} exited:\n{e.daemon.tail()}"
+        return {NODE_A, NODE_B} <= await kubectl_ready_nodes(cluster)
+
+    await wait_for(both_ready, deadline_s=STARTUP_S, interval=0.3, what="kubectl: both nodes Ready")
+    await a.wait_serving()
+    await b.wait_serving()
+    async with admin(cluster) as kc:
+        first = {n: await lease_renew_time(kc, n) for n in (NODE_A, NODE_B)}
+
+        async def renewed() -> bool:
+            return all([await lease_renew_time(kc, n) > first[n] for n in (NODE_A, NODE_B)])
+
+        await wait_for(renewed, deadline_s=DEADLINE_S, what="both Leases renewed")
+
+        ns = await new_namespace(kc, "pin")
+        await kc.create(CONFIGMAPS, {"metadata": {"name": "web-config"}, "data": {"k": "v"}}, ns)
+        await kc.create(SECRETS, {"metadata": {"name": "web-secret"}, "stringData": {"p": "s"}}, ns)
+        labels = {"app": "web"}
+        deploy = {
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "nodeSelector": {"kubernetes.io/hostname": NODE_A},
+                        # No container runtime at this edge confirms a graceful termination: without
+                        # grace the pod's deletion is immediate, as it would be after such a confirmation.
+                        "terminationGracePeriodSeconds": 0,
+                        "containers": [{"name": "c", "image": "nginx"}],
+                        "volumes": [
+                            {"name": "cfg", "configMap": {"name": "web-config"}},
+                            {"name": "sec", "secret": {"secretName": "web-secret"}},
+                        ],
+                    },
+                },
+            },
+        }
+        await kc.create(DEPLOYMENTS, deploy, ns)
+
+        async def at_a() -> bool:
+            pods = await edge_names(a, PODS, ns)
+            return (
+                len(pods) == 1
+                and await edge_names(a, CONFIGMAPS, ns) == {"web-config"}
+                and await edge_names(a, SECRETS, ns) == {"web-secret"}
+            )
+
+        await wait_for(at_a, deadline_s=DEADLINE_S, what="pod, ConfigMap and Secret in A's store")
+        cloud_pods, _ = await kc.list(PODS, ns)
+        assert [p["spec"]["nodeName"] for p in cloud_pods] == [NODE_A]
+        assert await edge_names(a, PODS, ns) == {cloud_pods[0]["metadata"]["name"]}
+        for res in (PODS, CONFIGMAPS, SECRETS):
+            assert await edge_names(b, res, ns) == set(), res
+
+        await kc.delete(DEPLOYMENTS, "web", ns, propagation_policy="Foreground")
+        await kc.delete(CONFIGMAPS, "web-config", ns)
+        await kc.delete(SECRETS, "web-secret", ns)
+
+        async def gone_at_a() -> bool:
+            left = [await edge_names(a, r, ns) for r in (PODS, CONFIGMAPS, SECRETS)]
+            return not any(left)
+
+        await wait_for(gone_at_a, deadline_s=DEADLINE_S, what="pod, ConfigMap and Secret removed at A")
+
+
+# ---- 2. changes while the edge is down: the inventory handshake -----------------------------------
+
+
+async def collect(e: Edge, res: Any, ns: str, rv: str, into: list[tuple[str, str]]) -> None:
+    """Append (type, name) of every event on ``e``'s MetaServer after edge revision ``rv``."""
+    async with KubeClient(e.meta) as kc:
+        async for ev in watch(kc, res, ns, resource_version=rv, timeout_seconds=int(DEADLINE_S)):
+            if ev.type != "BOOKMARK":
+                into.append((ev.type, ev.object["metadata"]["name"]))
+
+
+async def test_changes_while_edge_down_arrive_once_on_reconnect(cluster: Cluster) -> None:
+    a = cluster.edges[NODE_A]
+    await a.ensure_running()
+    async with admin(cluster) as kc:
+        ns = await new_namespace(kc, "inv")
+        await kc.create(CONFIGMAPS, {"metadata": {"name": "cfg"}, "data": {"v": "1"}}, ns)
+        vol = [{"name": "cfg", "configMap": {"name": "cfg"}}]
+        for name in ("keep", "gone"):
+            await kc.create(PODS, bound_pod(name, NODE_A, volumes=vol), ns)
+
+        async def synced() -> bool:
+            return await edge_names(a, PODS, ns) == {"keep", "gone"} and await edge_names(
+                a, CONFIGMAPS, ns
+            ) == {"cfg"}
+
+        await wait_for(synced, deadline_s=DEADLINE_S, what="pods and ConfigMap at A")
+        async with KubeClient(a.meta) as mc:
+            _, pods_rv = await mc.list(PODS, ns)
+            _, cms_rv = await mc.list(CONFIGMAPS, ns)
+
+        assert await asyncio.to_thread(a.daemon.terminate) == 0, a.daemon.tail()
+        lease_before = await lease_renew_time(kc, NODE_A)
+        beat_before = ready(await kc.get(NODES, NODE_A))["lastHeartbeatTime"]
+        await kc.patch(CONFIGMAPS, "cfg", {"data": {"v": "2"}}, ns)
+        await kc.delete(PODS, "gone", ns)
+
+        a.daemon.start()
+        await a.wait_serving()
+        pod_events: list[tuple[str, str]] = []
+        cm_events: list[tuple[str, str]] = []
+        watchers = [
+            asyncio.create_task(collect(a, PODS, ns, pods_rv, pod_events)),
+            asyncio.create_task(collect(a, CONFIGMAPS, ns, cms_rv, cm_events)),
+        ]
+        try:
+
+            async def reconciled() -> bool:
+                return ("DELETED", "gone") in pod_events and ("MODIFIED", "cfg") in cm_events
+
+            await wait_for(reconciled, deadline_s=DEADLINE_S, what="the reconnect's changes at A")
+            # A pod created after the reconnect is sent after the handshake's messages: once it is
+            # seen, any duplicate or spurious event from the handshake would have been seen as well.
+            await kc.create(PODS, bound_pod("marker", NODE_A), ns)
+
+            async def marker() -> bool:
+                return ("ADDED", "marker") in pod_events
+
+            await wait_for(marker, deadline_s=DEADLINE_S, what="a pod created after the reconnect")
+        finally:
+            for t in watchers:
+                t.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+        assert pod_events == [("DELETED", "gone"), ("ADDED", "marker")], pod_events
+        assert cm_events == [("MODIFIED", "cfg")], cm_events
+        async with KubeClient(a.meta) as mc:
+            assert (await mc.get(CONFIGMAPS, "cfg", ns))["data"] == {"v": "2"}
+
+        # The restarted edge reports again: heartbeat and Lease advance past their pre-outage values.
+        async def reported() -> bool:
+            node = await kc.get(NODES, NODE_A)
+            return bool(
+                ready(node)["status"] == "True"
+                and ready(node)["lastHeartbeatTime"] > beat_before
+                and await lease_renew_time(kc, NODE_A) > lease_before
+            )
+
+        await wait_for(reported, deadline_s=DEADLINE_S, what="A's status and Lease after the reconnect")
+
+
+# ---- 3. kill -9 during a burst ----------------------------------------------------------------------
+
+
+async def test_kill9_during_burst_converges_to_cloud_state(cluster: Cluster) -> None:
+    a = cluster.edges[NODE_A]
+    await a.ensure_running()
+    async with admin(cluster) as kc:
+        ns = await new_namespace(kc, "burst")
+        names = [f"p{i:02d}" for i in range(BURST_PODS)]
+        for n in names:
+            await kc.create(PODS, bound_pod(n, NODE_A), ns)
+
+        async def landed() -> bool:
+            return await edge_names(a, PODS, ns) == set(names)
+
+        await wait_for(landed, deadline_s=DEADLINE_S, what="the burst's pods at A")
+
+        gate = asyncio.Semaphore(BURST_CONCURRENCY)
+        done = 0
+        kill_at = BURST_PODS * PATCHES_PER_POD // 4
+        killed = asyncio.Event()
+
+        async def patch(name: str, i: int) -> None:
+            nonlocal done
+            body = {"metadata": {"labels": {"step": str(i)}, "annotations": {"burst/step": str(i)}}}
+            async with gate:
+                await kc.patch(PODS, name, body, ns)
+            done += 1
+            if done == kill_at:
+                await asyncio.to_thread(a.daemon.kill9)
+                killed.set()
+
+        await asyncio.gather(*(patch(n, i) for i in range(PATCHES_PER_POD) for n in names))
+        assert killed.is_set() and done == BURST_PODS * PATCHES_PER_POD
+
+        a.daemon.start()
+        await a.wait_serving()
+        cloud_pods, _ = await kc.list(PODS, ns)
+        want = {p["metadata"]["name"]: p["metadata"]["resourceVersion"] for p in cloud_pods}
+        assert set(want) == set(names)
+
+        async def converged() -> dict[str, str] | None:
+            async with KubeClient(a.meta) as mc:
+                items, _ = await mc.list(PODS, ns)
+            have = {
+                p["metadata"]["name"]: p["metadata"]["annotations"].get(CLOUD_RV_ANNOTATION) for p in items
+            }
+            return None if have != want else have
+
+        await wait_for(converged, deadline_s=DEADLINE_S, what="A's store equal to the cloud's pods")
+        async with KubeClient(a.meta) as mc:
+            items, _ = await mc.list(PODS, ns)
+        assert all(p["metadata"]["labels"]["step"] == str(PATCHES_PER_POD - 1) for p in items)
+
+
+# ---- 4. bad input -----------------------------------------------------------------------------------
+
+
+def mtls(e: Edge, as_cert_of: Edge | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(e.ca))
+    crt, key = (as_cert_of or e).cert
+    ctx.load_cert_chain(str(crt), str(key))
+    return ctx
+
+
+async def test_bad_input_is_refused_and_others_keep_working(cluster: Cluster, tmp_path: Path) -> None:
+    a, b = cluster.edges[NODE_A], cluster.edges[NODE_B]
+    # A's own edgecore would replace the test's session with its reconnect: take it down first.
+    await a.ensure_running()
+    assert await asyncio.to_thread(a.daemon.terminate) == 0, a.daemon.tail()
+    url = f"wss://{HOST}:{cluster.ports['ws']}/project/{NODE_A}/events"
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(url, ssl=mtls(a), headers={NODE_ID_HEADER: NODE_A}) as ws:
+            await ws.send_str("this is not a message")
+            await ws.send_str('{"header": {"msg_id": "bad-1"}, "route": 7}')
+            unknown = Message.new("edged", "resource", "frobnicate", f"default/pod/{NODE_A}-x")
+            await ws.send_str(encode(unknown).decode())
+            errors: dict[str, str] = {}
+            async with asyncio.timeout(DEADLINE_S):
+                while not {"bad-1", unknown.msg_id} <= set(errors):
+                    frame = await ws.receive()
+                    assert frame.type is aiohttp.WSMsgType.TEXT, frame
+                    msg = decode(frame.data)
+                    if msg.operation == "error":
+                        errors[msg.parent_msg_id] = str(msg.content)
+            assert "undecodable" in errors["bad-1"]
+            assert "unsupported operation frobnicate" in errors[unknown.msg_id]
+            await ws.send_str("x" * OVERSIZED_FRAME_BYTES)
+            async with asyncio.timeout(DEADLINE_S):
+                frame = await ws.receive()
+                while frame.type is aiohttp.WSMsgType.TEXT:  # anything queued before the close
+                    frame = await ws.receive()
+            # The close frame the server sent: 1009 (message too big) with the limit as its reason.
+            assert frame.type is aiohttp.WSMsgType.CLOSE and frame.data == 1009, frame
+            assert "exceeds the limit" in str(frame.extra), frame
+
+        # B's certificate presented as A: refused before the upgrade.
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url, ssl=mtls(a, as_cert_of=b), headers={NODE_ID_HEADER: NODE_A})
+        assert refused.value.status == 403
+
+    async with admin(cluster) as kc:
+        assert ready(await kc.get(NODES, NODE_B))["status"] == "True"
+        ns = await new_namespace(kc, "still")
+        await kc.create(PODS, bound_pod("after-garbage", NODE_B), ns)
+
+        async def at_b() -> bool:
+            return await edge_names(b, PODS, ns) == {"after-garbage"}
+
+        await wait_for(at_b, deadline_s=DEADLINE_S, what="a new pod at B after A's garbage")
+
+    # A token pinning another CA: keadm join refuses before asking for a certificate.
+    token = cluster.token
+    other = ("0" if token[0] != "0" else "1") * 64 + token[64:]
+    argv = [
+        sys.executable, "-m", "kubeedge.keadm", "join", "--detach",
+        "--cloudcore-ipport", f"{HOST}:{cluster.ports['ws']}", "--certport", str(cluster.ports["https"]),
+        "--edgenode-name", "edge-wrong-ca", "--token", other, "--data-dir", str(tmp_path / "wrong-ca"),
+        "--set", f"modules.metaManager.metaServer.server={HOST}:{free_port()}",
+    ]  # fmt: skip
+    r = await asyncio.to_thread(
+        subprocess.run, argv, capture_output=True, text=True, timeout=60, cwd=ROOT, stdin=subprocess.DEVNULL
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "keadm gettoken" in r.stderr, r.stderr
+    assert not (tmp_path / "wrong-ca" / "certs" / "server.crt").exists()
+
+
+# ---- 5. node authorization --------------------------------------------------------------------------
+
+
+async def test_node_certificate_cannot_read_another_nodes_objects(cluster: Cluster) -> None:
+    a = cluster.edges[NODE_A]
+    crt, key = a.cert
+    as_a = KubeConfig(
+        server=f"https://{HOST}:{cluster.ports['api']}",
+        ca_file=str(a.ca),
+        client_cert_file=str(crt),
+        client_key_file=str(key),
+    )
+    async with admin(cluster) as kc:
+        ns = await new_namespace(kc, "authz")
+        await kc.create(SECRETS, {"metadata": {"name": "b-secret"}, "stringData": {"k": "v"}}, ns)
+        vol = [{"name": "s", "secret": {"secretName": "b-secret"}}]
+        await kc.create(PODS, bound_pod("b-pod", NODE_B, volumes=vol), ns)
+    async with KubeClient(as_a) as node_a:
+        assert (await node_a.get(NODES, NODE_A))["metadata"]["name"] == NODE_A  # authenticated as A
+        with pytest.raises(Forbidden):
+            await node_a.get(PODS, "b-pod", ns)
+        with pytest.raises(Forbidden):
+            await node_a.get(SECRETS, "b-secret", ns)
