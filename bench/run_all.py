@@ -21,6 +21,7 @@ BENCHES = [
     "bench_rss.py",
     "bench_schedule.py",
     "bench_deployment.py",
+    "bench_hollow.py",
 ]
 
 
