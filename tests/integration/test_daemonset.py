@@ -224,6 +224,13 @@ async def test_failed_pod_is_replaced_on_same_node(kc: KubeClient, ns: str) -> N
     async with FakeKubelet(kc, ns) as kubelet:
         await kc.create(DAEMONSETS, daemonset("agent", lbl), ns)
         first = (await until(lambda: placed_on(kc, ns, {node}), what="daemon pod"))[node][0]
+
+        async def running() -> bool:
+            pod = await kc.get(PODS, first["metadata"]["name"], ns)
+            return (pod.get("status") or {}).get("phase") == "Running"
+
+        # Fail it only after the fake kubelet has started it, or its late "Running" would undo ours.
+        await until(running, what="daemon pod running")
         await kc.patch(
             PODS, first["metadata"]["name"], {"status": {"phase": "Failed"}}, ns, subresource="status"
         )
