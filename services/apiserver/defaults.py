@@ -12,12 +12,12 @@ objects without them, so they are filled in here too.
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Callable, Iterator
-from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any
 
 from kubeedge.apiserver.resources import Obj
+from kubeedge.kube.quantity import try_parse_quantity
 
 __all__ = ["apply_defaults", "default_pod_spec", "parse_quantity", "pod_qos_class"]
 
@@ -79,44 +79,10 @@ def _default(parent: Obj, key: str, value: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 # quantities and QoS
 
-_QUANTITY_RE = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE]?)$")
-_SUFFIXES = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
-}
 
-
-def parse_quantity(value: Any) -> Decimal | None:
-    """A resource.Quantity ("100m", "1Gi", "2e3", 3) as a number; None when malformed."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return Decimal(str(value))
-    m = _QUANTITY_RE.match(str(value).strip())
-    if m is None:
-        return None
-    number, suffix = m.groups()
-    try:
-        base = Decimal(number)
-    except InvalidOperation:
-        return None
-    if suffix[:1] in ("e", "E"):
-        return base * (Decimal(10) ** int(suffix[1:]))
-    return base * _SUFFIXES[suffix]
+def parse_quantity(value: Any) -> Fraction | None:
+    """A resource.Quantity ("100m", "1Gi", "2e3", 3) as an exact number; None when malformed."""
+    return try_parse_quantity(value)
 
 
 def _same_quantity(a: Any, b: Any) -> bool:

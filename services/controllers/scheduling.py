@@ -8,63 +8,17 @@ from __future__ import annotations
 import collections
 import functools
 import random
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import orjson
 
+from kubeedge.kube.quantity import parse_quantity
+
 Obj = dict[str, Any]
 
 # ---- quantities -----------------------------------------------------------------------------
-
-_SUFFIXES: dict[str, Fraction] = {
-    "": Fraction(1),
-    "n": Fraction(1, 10**9),
-    "u": Fraction(1, 10**6),
-    "m": Fraction(1, 10**3),
-    "k": Fraction(10**3),
-    "M": Fraction(10**6),
-    "G": Fraction(10**9),
-    "T": Fraction(10**12),
-    "P": Fraction(10**15),
-    "E": Fraction(10**18),
-    "Ki": Fraction(2**10),
-    "Mi": Fraction(2**20),
-    "Gi": Fraction(2**30),
-    "Ti": Fraction(2**40),
-    "Pi": Fraction(2**50),
-    "Ei": Fraction(2**60),
-}
-# A decimal exponent needs digits after the e, so "1E" is one exa while "1e3" is a thousand.
-_QUANTITY = re.compile(
-    r"^([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE]([+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$"
-)
-
-
-@functools.lru_cache(maxsize=8192)
-def _parse(text: str) -> Fraction:
-    m = _QUANTITY.match(text.strip())
-    if not m:
-        raise ValueError(f"invalid quantity {text!r}")
-    number, exponent, suffix = m.groups()
-    value = Fraction(number)
-    if exponent is not None:
-        return value * Fraction(10) ** int(exponent)
-    return value * _SUFFIXES[suffix or ""]
-
-
-def parse_quantity(q: str | int | float) -> Fraction:
-    """A Kubernetes resource quantity ("100m", "1.5", "1Gi", "500Mi", "1e3", "2k") as an exact number."""
-    if isinstance(q, bool):
-        raise ValueError(f"invalid quantity {q!r}")
-    if isinstance(q, int):
-        return Fraction(q)
-    if isinstance(q, float):
-        return Fraction(repr(q))
-    return _parse(str(q))
 
 
 def milli(q: str | int | float) -> int:
@@ -79,7 +33,7 @@ def milli(q: str | int | float) -> int:
 @functools.lru_cache(maxsize=8192)
 def _milli_text(text: str) -> int:
     # Pods repeat the same few request strings: Fraction arithmetic once per string is enough.
-    v = _parse(text) * 1000
+    v = parse_quantity(text) * 1000
     return -((-v.numerator) // v.denominator)
 
 
