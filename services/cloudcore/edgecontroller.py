@@ -50,6 +50,7 @@ from kubeedge.kube import (
     SERVICES,
     AlreadyExists,
     ApiError,
+    Conflict,
     KubeClient,
     NotFound,
     Res,
@@ -102,6 +103,7 @@ class _Node:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     pump: asyncio.Task[None] | None = None
     seeded: bool = False  # filled from the informers' caches once the Node was seen
+    lease_rv: str = ""  # resourceVersion of the Lease we last wrote: renewals skip the GET
 
 
 def _node_of(pod: Obj | None) -> str:
@@ -433,14 +435,28 @@ class EdgeController:
         md.pop("uid", None)
         obj.setdefault("apiVersion", LEASES.api_version)
         obj.setdefault("kind", "Lease")
-        try:
-            current = await self.kc.get(LEASES, name, LEASE_NAMESPACE)
-        except NotFound:
-            md.pop("resourceVersion", None)
-            return await self.kc.create(LEASES, obj, field_manager=self.config.field_manager)
-        # Last writer wins: the node is the only writer of its lease, so take the current version.
-        md["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
-        return await self.kc.replace(LEASES, obj, field_manager=self.config.field_manager)
+        st = self._state(name)
+        fm = self.config.field_manager
+        # Last writer wins: the node is the only writer of its lease. A renewal is one PUT at the
+        # version we wrote last; only when someone else touched it (409) or removed it (404) do we
+        # look it up — one API call per renewal instead of two is what lets one cloudcore hold
+        # thousands of nodes.
+        out: Obj | None = None
+        if st.lease_rv:
+            md["resourceVersion"] = st.lease_rv
+            with contextlib.suppress(Conflict, NotFound):
+                out = await self.kc.replace(LEASES, obj, field_manager=fm)
+        if out is None:
+            try:
+                current = await self.kc.get(LEASES, name, LEASE_NAMESPACE)
+            except NotFound:
+                md.pop("resourceVersion", None)
+                out = await self.kc.create(LEASES, obj, field_manager=fm)
+            else:
+                md["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
+                out = await self.kc.replace(LEASES, obj, field_manager=fm)
+        st.lease_rv = str((out.get("metadata") or {}).get("resourceVersion") or "")
+        return out
 
     async def _confirm_pod_deletion(self, pod: Obj, msg: Message) -> Obj:
         ns, name = _ns_name(pod)

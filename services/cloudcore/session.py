@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.http_websocket import WebSocketWriter
+from aiohttp.web_request import BaseRequest
 
 from kubeedge.beehive import DecodeError, EncodeError, Message, decode, encode
 from kubeedge.beehive.message import CONTENT_ACK, CONTROL_OPERATIONS, OP_ERROR, OP_KEEPALIVE
@@ -53,6 +55,14 @@ class HubWebSocket(web.WebSocketResponse):
     def __init__(self, *, max_frame_bytes: int, **kwargs: Any) -> None:
         super().__init__(max_msg_size=max_frame_bytes, **kwargs)
         self._too_big_reason = close_reason_bytes(f"frame exceeds the limit of {max_frame_bytes} bytes")
+
+    def _pre_start(self, request: BaseRequest) -> tuple[str | None, WebSocketWriter]:
+        # Accept permessage-deflate from the edge (it shrinks the uplink several times) but never
+        # compress downstream: a deflate context is ~270 KB, times thousands of nodes. RFC 7692 lets
+        # either side send any message uncompressed.
+        protocol, writer = super()._pre_start(request)
+        writer.compress = 0
+        return protocol, writer
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         if code == CLOSE_TOO_BIG and not message:

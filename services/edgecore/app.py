@@ -135,6 +135,7 @@ class EdgeCore:
             heartbeat=cfg.edge_hub.heartbeat,
             handshake_timeout=cfg.edge_hub.handshake_timeout,
             send_timeout=cfg.edge_hub.write_deadline,
+            compress_window_bits=cfg.edge_hub.compress_window_bits,
         )
         self.hub = EdgeHub(hub_cfg, self._ca_pem, self._cert, self._route, on_connected=self._on_connected)
         self.meta = MetaManager(self.store, self.hub, node_name=self.node_name)
@@ -145,6 +146,7 @@ class EdgeCore:
             lambda res, op, content, group: upstream.put(res, op, content, group=group),
             config=NodeAgentConfig(
                 status_interval=cfg.edged.node_status_update_frequency,
+                status_report_interval=cfg.edged.node_status_report_frequency,
                 lease_duration=cfg.edged.node_lease_duration_seconds,
                 lease_interval=cfg.edged.node_lease_duration_seconds / 4,
                 node_ip=cfg.edged.node_ip,

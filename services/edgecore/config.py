@@ -41,6 +41,7 @@ class EdgeHubSection:
     # deadline is accepted for edgecore.yaml compatibility.
     read_deadline: float = 15.0
     heartbeat: float = 15.0
+    compress_window_bits: int = 12  # permessage-deflate toward the cloud; 0 = off
     project_id: str = DEFAULT_PROJECT_ID
     token: str = ""  # only used to obtain the first certificate
     tls_ca_file: str = ""  # default <dataDir>/ca/rootCA.crt
@@ -55,6 +56,9 @@ class EdgedSection:
     hostname_override: str = ""  # the node name; default: this host's name, lower-cased
     node_ip: str = ""  # InternalIP; default: the host's first non-loopback IPv4
     node_status_update_frequency: float = 10.0
+    # An unchanged status is re-sent this often (kubelet's nodeStatusReportFrequency); the Lease is
+    # the liveness signal in between.
+    node_status_report_frequency: float = 300.0
     node_labels: dict[str, str] = field(default_factory=dict)
     register_node: bool = True
     # The Lease is renewed every quarter of its duration (kubelet's rule: 40 s → every 10 s).
@@ -79,6 +83,8 @@ class EdgeCoreConfig:
         hub, ed = self.edge_hub, self.edged
         if not self.data_dir:
             raise ConfigError("dataDir must not be empty")
+        if hub.compress_window_bits and not 9 <= hub.compress_window_bits <= 15:
+            raise ConfigError("modules.edgeHub.websocket.compressWindowBits must be 0 (off) or 9..15")
         if not hub.websocket_server:
             raise ConfigError("modules.edgeHub.websocket.server is required (<cloud>:10000)")
         _host_port(hub.websocket_server, "modules.edgeHub.websocket.server")
@@ -103,6 +109,10 @@ class EdgeCoreConfig:
             raise ConfigError("modules.edged.nodeLeaseDurationSeconds must be at least 1")
         if ed.node_status_update_frequency <= 0:
             raise ConfigError("modules.edged.nodeStatusUpdateFrequency must be positive")
+        if ed.node_status_report_frequency < ed.node_status_update_frequency:
+            raise ConfigError(
+                "modules.edged.nodeStatusReportFrequency must be at least nodeStatusUpdateFrequency"
+            )
         for k, v in ed.node_labels.items():
             if not isinstance(k, str) or not isinstance(v, str) or not k:
                 raise ConfigError(f"modules.edged.nodeLabels: {k!r}: {v!r} is not a string label")
@@ -236,6 +246,7 @@ def from_dict(doc: Any) -> EdgeCoreConfig:
         write_deadline=ws.num("writeDeadline", d.write_deadline),
         read_deadline=ws.num("readDeadline", d.read_deadline),
         heartbeat=hub.num("heartbeat", d.heartbeat),
+        compress_window_bits=ws.get("compressWindowBits", int, d.compress_window_bits),
         project_id=hub.get("projectID", str, d.project_id),
         token=hub.get("token", str, d.token),
         tls_ca_file=hub.get("tlsCaFile", str, d.tls_ca_file),
@@ -255,6 +266,7 @@ def from_dict(doc: Any) -> EdgeCoreConfig:
         hostname_override=ed.get("hostnameOverride", str, de.hostname_override),
         node_ip=ed.get("nodeIP", str, de.node_ip),
         node_status_update_frequency=ed.num("nodeStatusUpdateFrequency", de.node_status_update_frequency),
+        node_status_report_frequency=ed.num("nodeStatusReportFrequency", de.node_status_report_frequency),
         node_labels=dict(labels),
         register_node=ed.get("registerNode", bool, de.register_node),
         node_lease_duration_seconds=ed.get("nodeLeaseDurationSeconds", int, de.node_lease_duration_seconds),

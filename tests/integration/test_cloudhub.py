@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import os
 import ssl
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -439,3 +442,56 @@ async def test_stop_closes_sessions_with_a_reason(pki: Pki, session: aiohttp.Cli
     assert await recv_close(ws) == (CLOSE_GOING_AWAY, REASON_SHUTDOWN)
     await stopping
     assert rec.kinds("n1") == ["connected", "disconnected"] and hub.nodes() == []
+
+
+async def _raw_frame(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
+    """One server frame: (FIN/RSV/opcode byte, opcode, payload) — servers never mask."""
+    b0, b1 = await reader.readexactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await reader.readexactly(8), "big")
+    return b0, b0 & 0x0F, await reader.readexactly(n)
+
+
+def _client_frame(payload: bytes, rsv1: bool) -> bytes:
+    mask = os.urandom(4)
+    head = bytes([0x80 | (0x40 if rsv1 else 0) | 0x1])
+    n = len(payload)
+    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return head + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+
+
+async def test_compressed_uplink_accepted_downlink_never_compressed(make_hub: HubFactory, pki: Pki) -> None:
+    """permessage-deflate is negotiated; the edge's deflated frames (one shared window across
+    messages) are inflated, and every frame the cloud sends has RSV1 clear (no per-node deflater)."""
+    hub, rec = await make_hub()
+    reader, writer = await asyncio.open_connection(HOST, hub.port, ssl=pki.client_ctx(pki.node("n1")))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET {PATH.format(node='n1')} HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits; server_max_window_bits=12\r\n"
+            "node_id: n1\r\n\r\n"
+        ).encode()
+    )
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)).decode().lower()
+    assert head.startswith("http/1.1 101") and "permessage-deflate" in head, head
+    deflater = zlib.compressobj(6, zlib.DEFLATED, -12)
+    sent = [upstream(i) for i in range(5)]
+    sizes = []
+    for m in sent:
+        data = deflater.compress(encode(m)) + deflater.flush(zlib.Z_SYNC_FLUSH)
+        sizes.append(len(data))
+        writer.write(_client_frame(data[:-4], rsv1=True))  # RFC 7692: drop the 00 00 ff ff tail
+    await rec.wait(lambda: len(rec.messages("n1")) == 5)
+    assert [m.msg_id for m in rec.messages("n1")] == [m.msg_id for m in sent]
+    assert sizes[-1] < sizes[0] / 2  # the shared window makes repeats cheap
+    down = Message.new("edgecontroller", "resource", "update", "default/pod/p1", {"x": "y" * 300})
+    assert await hub.send("n1", down)
+    b0, opcode, payload = await asyncio.wait_for(_raw_frame(reader), DEADLINE)
+    assert opcode == 0x1 and not b0 & 0x40, "downstream frames must not be compressed"
+    assert decode(payload).msg_id == down.msg_id
+    writer.close()

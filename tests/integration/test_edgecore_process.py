@@ -109,6 +109,7 @@ class EdgeProc:
                 "edged": {
                     "hostnameOverride": NODE,
                     "nodeStatusUpdateFrequency": 1,
+                    "nodeStatusReportFrequency": 1,
                     "nodeLeaseDurationSeconds": 4,
                     "nodeLabels": {"site": "lab"},
                 },
@@ -421,6 +422,7 @@ async def test_against_cloudcore_process_and_its_restart(cloudcore: CloudCorePro
             "edged": {
                 "hostnameOverride": NODE,
                 "nodeStatusUpdateFrequency": 1,
+                "nodeStatusReportFrequency": 1,
                 "nodeLeaseDurationSeconds": 4,
             },
             "metaManager": {"metaServer": {"enable": False}},

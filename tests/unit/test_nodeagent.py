@@ -161,29 +161,54 @@ async def test_schedule_and_message_shapes() -> None:
 
     clock.now += 5
     await a.tick()
-    sent = sink.take()
-    assert [(r, op, g) for r, op, _, g in sent] == [
-        (f"null/nodepatch/{NODE}", "patch", "resource"),
-        (f"kube-node-lease/lease/{NODE}", "update", "resource"),
-    ]
-    patch = sent[0][2]
-    assert isinstance(patch, str)  # KubeEdge sends the merge patch as a JSON string
-    body = orjson.loads(patch)
-    assert body["status"]["conditions"][0]["lastHeartbeatTime"] == "2027-01-15T08:00:10Z"
-    assert sent[1][2]["spec"]["renewTime"] == "2027-01-15T08:00:10.000000Z"
+    # The status did not change (only its heartbeat times would): the lease alone says "alive".
+    assert [(r, op) for r, op, _, _ in sink.take()] == [(f"kube-node-lease/lease/{NODE}", "update")]
+
+
+async def test_status_sent_when_it_changes_or_the_report_period_passes() -> None:
+    clock, sink = Clock(), Sink()
+    a = agent(clock, sink, status_interval=10.0, status_report_interval=60.0, lease_interval=1000.0)
+    await a.tick()
+    sink.take()  # registration (carries the status) + the first lease
+
+    def patches() -> list[dict[str, Any]]:
+        return [orjson.loads(c) for r, _, c, _ in sink.take() if "/nodepatch/" in r]
+
+    clock.now += 10
+    await a.tick()
+    assert patches() == []  # unchanged
+    a.host.memory_bytes = lambda: 4 * 1024**3  # type: ignore[method-assign]
+    clock.now += 10
+    await a.tick()
+    [changed] = patches()
+    assert changed["status"]["capacity"]["memory"] == f"{4 * 1024**2}Ki"
+    assert changed["status"]["conditions"][0]["lastHeartbeatTime"] == "2027-01-15T08:00:20Z"
+    for _ in range(5):  # t = 30..70: unchanged, and less than 60 s since the last report
+        clock.now += 10
+        await a.tick()
+        assert patches() == []
+    clock.now += 10  # t = 80: 60 s since the report at t = 20
+    await a.tick()
+    [periodic] = patches()
+    assert periodic["status"]["conditions"][0]["lastHeartbeatTime"] == "2027-01-15T08:01:20Z"
+    await a.report_status(force=True)
+    assert len(patches()) == 1  # forced (e.g. after the Node was recreated in the cloud)
 
 
 async def test_status_and_lease_on_their_own_periods() -> None:
     clock, sink = Clock(), Sink()
-    a = agent(clock, sink, status_interval=3.0, lease_interval=10.0, register=False)
+    a = agent(
+        clock, sink, status_interval=3.0, status_report_interval=9.0, lease_interval=10.0, register=False
+    )
     counts = {"nodepatch": 0, "lease": 0}
     while clock.now < T0 + 30:
         await a.tick()
         for r, *_ in sink.take():
             counts[r.split("/")[1]] += 1
         clock.now += 1
-    # Without registration the first status is immediate: t=0,3,..,27 → 10; leases t=0,10,20 → 3.
-    assert counts == {"nodepatch": 10, "lease": 3}
+    # Unchanged status: reported at t=0 and then once the 9 s report period passed on a 3 s check
+    # (t=9,18,27) → 4; leases t=0,10,20 → 3.
+    assert counts == {"nodepatch": 4, "lease": 3}
 
 
 def test_linux_host_reads_files(tmp_path: Path) -> None:
