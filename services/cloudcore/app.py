@@ -26,6 +26,7 @@ from kubeedge.pki import certs
 from kubeedge.pki.bootstrap import BootstrapConfig, BootstrapServer
 from kubeedge.pki.tokens import TokenStore
 from kubeedge.runtime import Supervisor
+from kubeedge.runtime.tlsbuffers import set_tls_read_buffer
 
 from .cloudhub import CloudHub, CloudHubConfig
 from .config import CloudCoreConfig
@@ -166,7 +167,9 @@ class CloudCore:
             dns_names=dns,
             ip_addresses=ips,
             server=True,
-            validity=hubcfg.cert_validity,
+            # Not edgeCertSigningDuration: that is for node certificates (short ones mean frequent
+            # rotation), while this one is reissued only at start and must outlive the process.
+            validity=certs.CERT_VALIDITY,
         )
         registry, handshake = new_registry()
         # The hub needs its events sink and the edgecontroller needs the hub: the wrapper breaks the cycle.
@@ -179,6 +182,7 @@ class CloudCore:
                 keepalive_timeout=hubcfg.keepalive_interval,
                 send_timeout=hubcfg.write_timeout,
                 send_queue_limit=hubcfg.send_queue_limit,
+                node_limit=hubcfg.node_limit,
             ),
             self.ca,
             serving,
@@ -296,6 +300,7 @@ class _NoEvents:
 
 async def run(config: CloudCoreConfig, ready: Callable[[CloudCore], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT (or cancellation); shut down cleanly."""
+    set_tls_read_buffer()  # thousands of idle node connections: see runtime/tlsbuffers.py
     core = CloudCore(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

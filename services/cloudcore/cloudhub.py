@@ -63,6 +63,9 @@ class CloudHubConfig:
     # How long a close handshake may take before the transport is dropped.
     close_timeout: float = 5.0
     backlog: int = 1024
+    # KubeEdge's nodeLimit: connections from further nodes are refused (a reconnecting node that
+    # already has a session always gets through). 0 = no limit.
+    node_limit: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -80,6 +83,8 @@ class CloudHubConfig:
         for name in ("send_queue_limit", "rate_limit_burst", "max_bad_frames", "backlog"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.node_limit < 0:
+            raise ValueError("node_limit must be >= 0 (0 = no limit)")
         if not 1024 <= self.max_frame_bytes <= MAX_FRAME_BYTES:
             raise ValueError(f"max_frame_bytes must be within 1024..{MAX_FRAME_BYTES}")
 
@@ -262,6 +267,11 @@ class CloudHub:
         )
         if not ws.can_prepare(request).ok:
             return self._refuse(request, 400, "a websocket upgrade is required")
+        limit = self.config.node_limit
+        if limit and node not in self._sessions and len(self._sessions) >= limit:
+            return self._refuse(
+                request, 503, f"node limit {limit} reached (cloudcore: raise modules.cloudHub.nodeLimit)"
+            )
         await ws.prepare(request)
         session = Session(
             node, ws, str(request.remote), request.transport, self.config, self.events, self._session_closing

@@ -495,3 +495,20 @@ async def test_compressed_uplink_accepted_downlink_never_compressed(make_hub: Hu
     assert opcode == 0x1 and not b0 & 0x40, "downstream frames must not be compressed"
     assert decode(payload).msg_id == down.msg_id
     writer.close()
+
+
+async def test_node_limit_refuses_new_nodes_not_reconnects(
+    make_hub: HubFactory, pki: Pki, session: aiohttp.ClientSession
+) -> None:
+    hub, rec = await make_hub(node_limit=2)
+    ws1 = await dial(session, hub, pki, "n1")
+    ws2 = await dial(session, hub, pki, "n2")  # held: a collected client websocket closes
+    await rec.wait(lambda: sorted(hub.nodes()) == ["n1", "n2"])
+    with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+        await dial(session, hub, pki, "n3")
+    assert e.value.status == 503
+    assert hub.stats().refused == 1 and "n3" not in hub.nodes()
+    again = await dial(session, hub, pki, "n1")  # a node that has a session may always replace it
+    await recv_close(ws1)
+    await rec.wait(lambda: rec.kinds("n1")[-1] == "connected")
+    assert not again.closed and not ws2.closed and sorted(hub.nodes()) == ["n1", "n2"]
