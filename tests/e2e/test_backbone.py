@@ -20,17 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
-import ssl
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -43,113 +37,40 @@ from kubeedge.edgecore.metamanager import CLOUD_RV_ANNOTATION
 from kubeedge.kube import (
     CONFIGMAPS,
     DEPLOYMENTS,
-    LEASES,
-    NAMESPACES,
     NODES,
     PODS,
     SECRETS,
     KubeClient,
     KubeConfig,
-    NotFound,
-    watch,
 )
 from kubeedge.kube.errors import Forbidden
 from kubeedge.pki import tokens
 from tests.apiserver_proc import KUBECTL, ROOT, free_port
 from tests.cluster import wait_for
+from tests.e2e.backbone import (
+    DEADLINE_S,
+    HOST,
+    STARTUP_S,
+    Edge,
+    Proc,
+    bound_pod,
+    collect,
+    edge_config_doc,
+    edge_names,
+    http_ok,
+    lease_renew_time,
+    mtls,
+    new_namespace,
+    ready,
+    write_config,
+)
 
-HOST = "127.0.0.1"
 NODE_A = "edge-a"
 NODE_B = "edge-b"
-STARTUP_S = 30.0
-DEADLINE_S = 30.0
-STOP_S = 15.0
 BURST_PODS = 20
 PATCHES_PER_POD = 50
 BURST_CONCURRENCY = 50
 OVERSIZED_FRAME_BYTES = 9 * 1024 * 1024  # above cloudhub's default 8 MiB frame limit
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-@dataclass
-class Proc:
-    """One daemon: its command line, log file and process handle."""
-
-    argv: list[str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(STOP_S)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(STOP_S)
-
-    def stop(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-@dataclass
-class Edge:
-    name: str
-    data_dir: Path
-    meta_port: int
-    daemon: Proc
-
-    @property
-    def meta(self) -> KubeConfig:
-        return KubeConfig(server=f"http://{HOST}:{self.meta_port}")
-
-    @property
-    def cert(self) -> tuple[Path, Path]:
-        return self.data_dir / "certs" / "server.crt", self.data_dir / "certs" / "server.key"
-
-    @property
-    def ca(self) -> Path:
-        return self.data_dir / "ca" / "rootCA.crt"
-
-    async def ensure_running(self) -> None:
-        """Each test may run alone: start the edge if an earlier test left it stopped."""
-        if not self.daemon.alive():
-            self.daemon.start()
-        await self.wait_serving()
-
-    async def wait_serving(self) -> None:
-        url = f"http://{HOST}:{self.meta_port}/healthz"
-
-        async def up() -> bool:
-            assert self.daemon.alive(), f"edgecore {self.name} exited:\n{self.daemon.tail()}"
-            return await asyncio.to_thread(_http_ok, url)
-
-        await wait_for(up, deadline_s=STARTUP_S, what=f"{self.name}'s MetaServer")
 
 
 @dataclass
@@ -176,31 +97,20 @@ class Cluster:
 
         async def healthy() -> bool:
             assert self.cloud.alive(), f"cloudcore exited:\n{self.cloud.tail()}"
-            return await asyncio.to_thread(_http_ok, url)
+            return await asyncio.to_thread(http_ok, url)
 
         await wait_for(healthy, deadline_s=STARTUP_S, what="cloudcore /healthz")
 
     def edge_config(self, name: str, data_dir: Path, meta_port: int) -> Path:
-        doc = {
-            "dataDir": str(data_dir),
-            "modules": {
-                "edgeHub": {
-                    "httpServer": f"https://{HOST}:{self.ports['https']}",
-                    "websocket": {"server": f"{HOST}:{self.ports['ws']}", "handshakeTimeout": 5},
-                    "heartbeat": 2,
-                    "token": self.token,
-                },
-                "edged": {
-                    "hostnameOverride": name,
-                    "nodeStatusUpdateFrequency": 1,
-                    "nodeLeaseDurationSeconds": 4,
-                },
-                "metaManager": {"metaServer": {"enable": True, "server": f"{HOST}:{meta_port}"}},
-            },
-        }
-        path = data_dir / "edgecore.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        return path
+        doc = edge_config_doc(
+            name,
+            data_dir,
+            meta_port,
+            ws=f"{HOST}:{self.ports['ws']}",
+            https=f"https://{HOST}:{self.ports['https']}",
+            token=self.token,
+        )
+        return write_config(data_dir / "edgecore.yaml", doc)
 
 
 def _cloud_config(base: Path, ports: dict[str, int]) -> Path:
@@ -261,41 +171,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 async def admin(c: Cluster) -> AsyncIterator[KubeClient]:
     async with KubeClient(KubeConfig.from_file(str(c.kubeconfig))) as kc:
         yield kc
-
-
-async def edge_names(e: Edge, res: Any, ns: str) -> set[str]:
-    """What ``e`` holds of ``res`` in ``ns``, read through its MetaServer."""
-    async with KubeClient(e.meta) as kc:
-        return {o["metadata"]["name"] for o in (await kc.list(res, ns))[0]}
-
-
-async def new_namespace(kc: KubeClient, prefix: str) -> str:
-    name = f"{prefix}-{int(time.monotonic() * 1000) % 1_000_000}"
-    await kc.create(NAMESPACES, {"metadata": {"name": name}})
-    return name
-
-
-def bound_pod(name: str, node: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name},
-        "spec": {
-            "nodeName": node,
-            "terminationGracePeriodSeconds": 0,  # see the Deployment in the first test
-            "containers": [{"name": "c", "image": "nginx"}],
-            **spec,
-        },
-    }
-
-
-def ready(node: dict[str, Any]) -> dict[str, Any]:
-    return next(c for c in node["status"].get("conditions", []) if c["type"] == "Ready")
-
-
-async def lease_renew_time(kc: KubeClient, node: str) -> str:
-    try:
-        return str((await kc.get(LEASES, node, "kube-node-lease"))["spec"].get("renewTime") or "")
-    except NotFound:
-        return ""
 
 
 async def kubectl_ready_nodes(c: Cluster) -> set[str]:
@@ -388,14 +263,6 @@ async def test_two_nodes_ready_and_pinned_deployment_reaches_only_its_node(clust
 
 
 # ---- 2. changes while the edge is down: the inventory handshake -----------------------------------
-
-
-async def collect(e: Edge, res: Any, ns: str, rv: str, into: list[tuple[str, str]]) -> None:
-    """Append (type, name) of every event on ``e``'s MetaServer after edge revision ``rv``."""
-    async with KubeClient(e.meta) as kc:
-        async for ev in watch(kc, res, ns, resource_version=rv, timeout_seconds=int(DEADLINE_S)):
-            if ev.type != "BOOKMARK":
-                into.append((ev.type, ev.object["metadata"]["name"]))
 
 
 async def test_changes_while_edge_down_arrive_once_on_reconnect(cluster: Cluster) -> None:
@@ -523,13 +390,6 @@ async def test_kill9_during_burst_converges_to_cloud_state(cluster: Cluster) -> 
 
 
 # ---- 4. bad input -----------------------------------------------------------------------------------
-
-
-def mtls(e: Edge, as_cert_of: Edge | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(e.ca))
-    crt, key = (as_cert_of or e).cert
-    ctx.load_cert_chain(str(crt), str(key))
-    return ctx
 
 
 async def test_bad_input_is_refused_and_others_keep_working(cluster: Cluster, tmp_path: Path) -> None:
