@@ -8,7 +8,6 @@ import time
 import uuid
 from typing import Any
 
-from . import defaults, schema, validation
 from .crds import accept as accept_crd
 from .errors import ApiError, bad_request, invalid
 from .resources import ResourceInfo
@@ -71,6 +70,9 @@ def check_identity(info: ResourceInfo, obj: Obj, namespace: str, name: str | Non
 
 
 def prepare_create(info: ResourceInfo, obj: Obj, namespace: str) -> Obj:
+    # Defaulting and validation are write-path only: a read-only server never loads them.
+    from . import defaults, schema, validation
+
     md = obj["metadata"]
     if not md.get("name"):
         if md.get("generateName"):
@@ -116,6 +118,9 @@ def prepare_create(info: ResourceInfo, obj: Obj, namespace: str) -> Obj:
 
 def prepare_update(info: ResourceInfo, new: Obj, cur: Obj, subresource: str = "") -> Obj:
     """Merge the request's object with what only the server may set; validate; bump generation."""
+    # Defaulting and validation are write-path only: a read-only server never loads them.
+    from . import defaults, schema, validation
+
     nmd, cmd = new.setdefault("metadata", {}), cur["metadata"]
     for f in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace"):
         if f in cmd:

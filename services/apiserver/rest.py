@@ -1,4 +1,8 @@
-"""The resource endpoints: get, list, watch, create, update, patch, delete and subresources."""
+"""The resource endpoints: get, list, watch, create, update, patch, delete and subresources.
+
+Patch, protobuf, field-schema and Table modules are imported by the handlers that use them: the
+edge's read-only MetaServer serves through this class and never needs the write machinery.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import yaml
@@ -17,9 +21,6 @@ from aiohttp import web
 from kubeedge.store import AlreadyExists, Conflict, Expired, NotFound, Record, Store
 from kubeedge.store.watch import Predicate
 
-from . import patch as patching
-from . import protobuf, tables
-from . import schema as fieldschema
 from .allocator import AllocationError, ServiceAllocator
 from .auth import Attributes, Authorizer, Identity
 from .errors import (
@@ -47,9 +48,11 @@ from .objects import (
     unchanged,
 )
 from .resources import Registry, ResourceInfo
-from .satokens import ServiceAccountTokens
 from .selectors import FieldSelector, LabelSelector, SelectorError, supported_field_selectors
 from .watchstream import serve_watch
+
+if TYPE_CHECKING:
+    from .satokens import ServiceAccountTokens
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,8 @@ Obj = dict[str, Any]
 JSON = "application/json"
 _NOT_ON_THIS_NODE = "not implemented on this node: the edge agent that serves pod {} is not available"
 _STREAMING_SUBRESOURCES = frozenset({"log", "exec", "attach", "portforward"})
+# protobuf.PROTOBUF, spelled here so that recognising the media type does not load the codec.
+_PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 
 @dataclass
@@ -220,7 +225,9 @@ class ResourceApi:
             elif ct in ("", "application/json", "application/octet-stream", "text/plain", "*/*"):
                 # The official Python client sends JSON with no (or a generic) Content-Type.
                 obj = orjson.loads(body)
-            elif ct == protobuf.PROTOBUF:
+            elif ct == _PROTOBUF:
+                from . import protobuf
+
                 av, kind = expect or (None, None)
                 try:
                     obj = protobuf.decode(body, kind=kind, api_version=av)
@@ -262,6 +269,8 @@ class ResourceApi:
 
     def _dump(self, info: ResourceInfo, rec: Record, neg: Negotiated) -> bytes:
         if neg.table:
+            from . import tables
+
             return orjson.dumps(
                 tables.to_table(info, [rec.obj], resource_version=str(rec.rv), now=dt.datetime.now(dt.UTC))
             )
@@ -343,6 +352,8 @@ class ResourceApi:
             ) from None
         token = encode_continue(res.rv, res.next_after) if res.next_after else ""
         if neg.table:
+            from . import tables
+
             now = dt.datetime.now(dt.UTC)
             table = tables.to_table(
                 t.info,
@@ -396,6 +407,8 @@ class ResourceApi:
         Unknown fields of `obj` are dropped (refused under fieldValidation=Strict); the warnings a
         fieldValidation=Warn request earns are appended to `warnings`.
         """
+        from . import patch as patching
+
         self._check_field_validation(q)
         self._check_body_fields(info, obj, q, [] if warnings is None else warnings)
         generated = not (obj.get("metadata") or {}).get("name")
@@ -447,6 +460,8 @@ class ResourceApi:
 
     def _check_body_fields(self, info: ResourceInfo, obj: Obj, q: Any, warnings: list[str]) -> None:
         """Unknown fields of a request body (checked before any defaulting, as upstream decodes)."""
+        from . import schema as fieldschema
+
         causes, warns = fieldschema.check_fields(info, obj, q.get("fieldValidation", ""))
         if causes:
             raise fieldschema.strict_error(info, obj, causes)
@@ -457,6 +472,9 @@ class ResourceApi:
     ) -> None:
         """Unknown fields a merge/strategic/JSON patch brought in: upstream decodes the patched object
         and, under Strict, quotes the patch (strategic) or the whole patched object (the others)."""
+        from . import patch as patching
+        from . import schema as fieldschema
+
         mode = q.get("fieldValidation", "")
         shown = ""
         if mode == "Strict" and ct != patching.STRATEGIC:
@@ -506,6 +524,8 @@ class ResourceApi:
                 log.exception("after-%s hook for %s failed", op, info.key)
 
     async def replace(self, t: Target, request: web.Request, ident: Identity | None) -> web.StreamResponse:
+        from . import patch as patching
+
         body = await self.read_body(request)
         obj = self.decode_body(body, request.content_type if request.body_exists else "", _expect(t))
         q = request.query
@@ -538,6 +558,8 @@ class ResourceApi:
         return with_warnings(json_response(self._dump(t.info, rec, Negotiated())), warnings)
 
     async def _update(self, t: Target, mutate: Callable[[Obj], Obj | None], q: Any) -> Record:
+        from . import patch as patching
+
         key, ns = t.info.key, t.namespace
         if _dry_run(q):
             cur = self._load(t)
@@ -565,6 +587,8 @@ class ResourceApi:
         return gone_rec
 
     async def patch(self, t: Target, request: web.Request, ident: Identity | None) -> web.StreamResponse:
+        from . import patch as patching
+
         body = await self.read_body(request)
         ct = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         q = request.query

@@ -13,7 +13,6 @@ from aiohttp import web
 from kubeedge.store import ADDED, Closed, Event, Expired, Record, TooSlow
 from kubeedge.store.watch import Predicate
 
-from . import tables
 from .errors import bad_request, status_obj
 from .resources import ResourceInfo
 
@@ -41,6 +40,8 @@ class _Encoder:
 
     def event(self, etype: str, rec: Record) -> bytes:
         if self.neg.table:
+            from . import tables  # only Table watches (kubectl get -w) need the printers
+
             t = tables.to_table(
                 self.info,
                 [rec.obj],

@@ -108,6 +108,9 @@ RT_MEMBERSHIP: Final = "membership"
 RT_CSR: Final = "csr"
 # Ours, not KubeEdge's: EndpointSlices for EdgeMesh. A KubeEdge edge never asks for it.
 RT_ENDPOINTSLICE: Final = "endpointslice"
+# Ours: a local app's write to the MetaServer, forwarded for the cloud to perform as the node
+# (``null/apirequest/<node>``, operation query, content: beehive.apirequest).
+RT_APIREQUEST: Final = "apirequest"
 
 RESOURCE_TYPES: Final[frozenset[str]] = frozenset(
     {
@@ -136,6 +139,7 @@ RESOURCE_TYPES: Final[frozenset[str]] = frozenset(
         RT_MEMBERSHIP,
         RT_CSR,
         RT_ENDPOINTSLICE,
+        RT_APIREQUEST,
     }
 )
 

@@ -18,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+import orjson
+
 from kubeedge.beehive import DecodeError, Message, ResourceError, content_object
+from kubeedge.beehive.apirequest import ApiReply, ApiRequest, ApiRequestError
 from kubeedge.beehive.message import (
     OP_DELETE,
     OP_INSERT,
@@ -26,6 +29,7 @@ from kubeedge.beehive.message import (
     OP_QUERY,
     OP_RESPONSE,
     OP_UPDATE,
+    RT_APIREQUEST,
     RT_CONFIGMAP,
     RT_ENDPOINTSLICE,
     RT_EVENT,
@@ -57,6 +61,7 @@ from kubeedge.kube import (
 )
 from kubeedge.kube.podrefs import Ref, pod_refs
 from kubeedge.kube.types import Obj
+from kubeedge.pki.bootstrap import NODE_CN_PREFIX, NODES_GROUP
 from kubeedge.runtime import Supervisor
 
 from .hubapi import OP_INVENTORY, Hub
@@ -343,7 +348,7 @@ class EdgeController:
             reply = await self._handle(node, msg)
         except Refused as e:
             reply = msg.error(f"forbidden: {e}", source=SOURCE)
-        except (DecodeError, ResourceError, InventoryError, ValueError) as e:
+        except (DecodeError, ResourceError, InventoryError, ApiRequestError, ValueError) as e:
             reply = msg.error(f"bad request: {e}", source=SOURCE)
         except ApiError as e:
             reply = msg.error(str(e), source=SOURCE)
@@ -387,6 +392,10 @@ class EdgeController:
             return msg.response(await self._confirm_pod_deletion(pod, msg), source=SOURCE)
         if rtype == RT_EVENT and op == OP_INSERT and ns is not None:
             return msg.response(await self._create_event(ns, _object(msg)), source=SOURCE)
+        if rtype == RT_APIREQUEST and op == OP_QUERY:
+            self._own_node(node, name)
+            reply = await self._api_request(node, ApiRequest.from_content(content_object(msg)))
+            return msg.response(reply.to_content(), source=SOURCE)
         if op == OP_QUERY and rtype in _QUERYABLE and ns is not None:
             return msg.response(await self._query(node, _QUERYABLE[rtype], ns, name), source=SOURCE)
         log.info("node %s: unsupported %s of %s", node, op, msg.resource)
@@ -483,6 +492,23 @@ class EdgeController:
             return await self.kc.create(EVENTS, obj, ns)
         except AlreadyExists:
             return obj
+
+    async def _api_request(self, node: str, req: ApiRequest) -> ApiReply:
+        """A local app's write at the node's MetaServer, performed as the node: the API server's node
+        rules decide it exactly as if the node had called (admins may impersonate)."""
+        headers = {"Impersonate-User": NODE_CN_PREFIX + node, "Impersonate-Group": NODES_GROUP}
+        try:
+            code, ctype, body = await self.kc.exchange(
+                req.method,
+                req.path,
+                body=req.body or None,
+                content_type=req.content_type or None,
+                headers=headers,
+            )
+        except ApiError as e:
+            status = e.body or {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": e.status}
+            return ApiReply(e.status, "application/json", orjson.dumps(status))
+        return ApiReply(code, ctype or "application/json", body)
 
     async def _query(self, node: str, plural: str, ns: str, name: str) -> Obj:
         if self._node_refs.get(node, collections.Counter())[(plural, ns, name)] <= 0:

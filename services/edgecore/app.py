@@ -15,8 +15,11 @@ import logging
 import signal
 from typing import Any, Final
 
+import orjson
+
 from kubeedge.beehive import Message
-from kubeedge.beehive.message import OP_ERROR, OP_QUERY
+from kubeedge.beehive.apirequest import ApiReply, ApiRequest
+from kubeedge.beehive.message import OP_ERROR, OP_QUERY, RT_NODEPATCH
 from kubeedge.pki import certs, client, tokens
 from kubeedge.runtime import Supervisor
 from kubeedge.store import Store
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 # Local requests (edge → cloud, awaiting a reply) in flight at once.
 MAX_PENDING_REQUESTS: Final = 1024
 REQUEST_TIMEOUT: Final = 30.0
+METASERVER_SOURCE: Final = "metaserver"
 
 
 class CredentialsError(Exception):
@@ -160,7 +164,7 @@ class EdgeCore:
         self.sup.spawn(lambda: upstream.run(hub), "upstream")
         self.sup.spawn(agent.run, "nodeagent")
         if ms_cfg is not None:
-            self.metaserver = MetaServer(self.store, ms_cfg)
+            self.metaserver = MetaServer(self.store, ms_cfg, forward=self.forward_write)
             self.sup.spawn(self.metaserver.run, "metaserver")
         if cfg.edge_hub.rotate_certificates and cfg.cloud_http is not None:
             self.sup.spawn(self._rotation_loop, "cert-rotation")
@@ -203,6 +207,12 @@ class EdgeCore:
                 log.debug("reply %s to %s: nobody waiting", msg.operation, msg.parent_msg_id)
             if msg.operation == OP_ERROR:
                 log.info("cloud error for %s: %s", msg.resource, msg.content)
+                if self.agent is not None and msg.resource == f"null/{RT_NODEPATCH}/{self.node_name}":
+                    if str(msg.content).startswith("404"):
+                        # The Node was deleted in the cloud (kubectl delete node): register again,
+                        # as the kubelet does when its status update finds no Node.
+                        log.warning("edgecore: Node %s is gone in the cloud; registering again", self.node_name)
+                        self.agent.request_registration()
             return
         if msg.operation == OP_QUERY:
             await self.hub.send(await self.meta.query(msg))
@@ -227,12 +237,32 @@ class EdgeCore:
         finally:
             self.pending.forget(msg)
 
+    async def forward_write(self, req: ApiRequest) -> ApiReply:
+        """A local app's write at the MetaServer, performed by the cloud as this node."""
+        assert self.hub is not None
+        if not self.hub.connected:
+            raise ConnectionError("the cloud is not connected")
+        reply = await self.request(req.message(METASERVER_SOURCE, self.node_name))
+        if reply.operation == OP_ERROR:
+            # The cloud refused the message itself (not the API call): say why, as a Status.
+            text = str(reply.content)
+            code = 403 if text.startswith("forbidden") else 400 if text.startswith("bad request") else 503
+            status = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "message": text,
+                "code": code,
+            }
+            return ApiReply(code, "application/json", orjson.dumps(status))
+        return ApiReply.from_content(reply.content)
+
     # ---- certificate rotation ------------------------------------------------------------------
 
     async def rotate_if_due(self) -> bool:
         """Renew the node certificate once it is due; the new one is used from the next dial."""
         assert self._cert is not None and self.hub is not None
-        if not client.needs_rotation(self._cert.cert):
+        if not client.needs_rotation(self._cert):
             return False
         http = self.config.cloud_http
         assert http is not None

@@ -8,13 +8,21 @@ checks and the inventory compare against it (as integers, as KubeEdge does).
 Messages are applied in bursts: everything queued when the applier wakes is written concurrently, the
 store group-commits those writes into few transactions, and each message is ACKed (``response``/"OK")
 once its own write has committed.
+
+KubeEdge's edgecore keeps the same objects in a SQLite table ``meta`` (``key`` = the message resource
+``<namespace>/<type>/<name>``, ``type`` = e.g. ``pod``, ``value`` = the object JSON); tooling reads it
+with ``sqlite3 edgecore.db 'select key, type from meta'``. The edge store's file offers that layout as
+a read-only VIEW over the store's ``objects`` table (cluster-scoped objects under ``null/``, as on the
+wire), created when the metamanager starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 from kubeedge.beehive import (
@@ -94,6 +102,47 @@ def storage_key(info: KindInfo) -> str:
     return f"{info.plural}.{info.group}" if info.group else info.plural
 
 
+META_VIEW: Final = "meta"
+
+
+def meta_view_sql() -> str:
+    """CREATE VIEW for KubeEdge's ``meta`` layout over the store's ``objects`` of STORED_TYPES."""
+    cases = []
+    for rtype in STORED_TYPES:
+        info = _info(rtype)
+        assert info is not None
+        # Constants of ours, quoted all the same: a view's SQL cannot take parameters.
+        key, typ = (v.replace("'", "''") for v in (storage_key(info), rtype))
+        cases.append(f"WHEN '{key}' THEN '{typ}'")
+    type_of = f"CASE key {' '.join(cases)} END"
+    return (
+        f"CREATE VIEW IF NOT EXISTS {META_VIEW} (key, type, value) AS "
+        "SELECT (CASE ns WHEN '' THEN 'null' ELSE ns END) || '/' || type || '/' || name, type, value "
+        f"FROM (SELECT {type_of} AS type, ns, name, CAST(data AS TEXT) AS value FROM objects) "
+        "WHERE type IS NOT NULL"
+    )
+
+
+def ensure_meta_view(path: Path, timeout: float = 30.0) -> None:
+    """Create (or bring up to date) the ``meta`` view in the store file at ``path`` (blocking)."""
+    want = meta_view_sql()
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    try:
+        row = conn.execute("SELECT type, sql FROM sqlite_master WHERE name=?", (META_VIEW,)).fetchone()
+        if row is not None and row[0] != "view":
+            log.warning("metamanager: %s has a %s named %s; not creating the view", path, row[0], META_VIEW)
+            return
+        if row is not None and row[1] == want.replace(" IF NOT EXISTS", "", 1):
+            return
+        # Absent, or written by a version that stored other types: replace it in one transaction.
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(f"DROP VIEW IF EXISTS {META_VIEW}")
+        conn.execute(want)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 def cloud_rv(obj: Obj) -> int:
     """The cloud's resourceVersion kept on a stored object (0 if absent or not a number)."""
     ann = (obj.get("metadata") or {}).get("annotations") or {}
@@ -137,12 +186,17 @@ class MetaManager:
 
     # ---- intake -----------------------------------------------------------------------------------
 
+    async def open(self) -> None:
+        """Offer KubeEdge's ``meta`` view in the store's file (idempotent; run() calls it first)."""
+        await asyncio.to_thread(ensure_meta_view, self.store.path)
+
     async def handle(self, msg: Message) -> None:
         """Queue a downstream message for the applier (waits while the inbox is full)."""
         await self._inbox.put(msg)
 
     async def run(self) -> None:
         """The applier loop, for the Supervisor: one burst at a time."""
+        await self.open()
         while True:
             burst = [await self._inbox.get()]
             while len(burst) < self.max_burst and not self._inbox.empty():

@@ -12,8 +12,10 @@ MetaManager holds, with kubectl or any Kubernetes client, while the cloud is unr
   store's revision (not the cloud's, which is in the ``edge.kubeedge.io/cloud-resource-version``
   annotation): list/watch resume and continue tokens work against the edge store's history, so a
   resourceVersion from the cloud API means nothing here, and one from here nothing to the cloud;
-- writes (POST/PUT/PATCH/DELETE) are refused with a 503 Status: forwarding local writes to the cloud
-  is not implemented yet.
+- writes (POST/PUT/PATCH/DELETE) are forwarded to the cloud over the node's connection, which performs
+  them *as the node* (so the node's rules apply: its own Node, Lease, pod statuses, events...), and the
+  cloud's answer is returned as is; the edge store sees the result when the cloud syncs it down. While
+  the cloud is unreachable writes get a 503 Status saying so (reads keep working).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,7 +36,8 @@ from kubeedge.apiserver.errors import ApiError, forbidden, service_unavailable
 from kubeedge.apiserver.nodegraph import NodeGraph
 from kubeedge.apiserver.resources import Registry
 from kubeedge.apiserver.rest import ResourceApi, Target
-from kubeedge.apiserver.server import ApiRoutes, _manifests
+from kubeedge.apiserver.routes import ApiRoutes, manifests
+from kubeedge.beehive.apirequest import MAX_BODY_BYTES, ApiReply, ApiRequest, ApiRequestError
 from kubeedge.store import Store
 
 log = logging.getLogger(__name__)
@@ -41,8 +45,14 @@ log = logging.getLogger(__name__)
 DEFAULT_SERVER: Final = "127.0.0.1:10550"
 READ_ONLY_MESSAGE: Final = (
     "MetaServer is read-only at the edge: write through the cloud API "
-    "(forwarding local writes is not implemented yet)"
+    "(forwarding local writes is not configured on this node)"
 )
+OFFLINE_MESSAGE: Final = (
+    "the cloud is unreachable: writes are forwarded to the cloud and cannot be made offline "
+    "(reads keep working from the edge store); retry after the node reconnects"
+)
+# Performs a forwarded write; raises ConnectionError when the cloud is not connected.
+Forwarder = Callable[[ApiRequest], Awaitable[ApiReply]]
 READ_VERBS: Final = frozenset({"get", "list", "watch"})
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 # Who every accepted client is: the MetaServer authenticates nobody, so it grants reads only.
@@ -71,8 +81,8 @@ class MetaServerConfig:
     port: int = 10550  # 0 picks a free port (tests)
     # Serving unauthenticated reads beyond this host is a deliberate choice, never a default.
     allow_non_loopback: bool = False
-    # The ResourceApi's limits, as in ApiServerConfig (bodies only matter to the refused writes).
-    max_body_bytes: int = 1024 * 1024
+    # The ResourceApi's limits, as in ApiServerConfig (bodies are those of forwarded writes).
+    max_body_bytes: int = MAX_BODY_BYTES
     max_list_limit: int = 100_000
     max_watch_seconds: int = 1800
     bookmark_interval: float = 30.0
@@ -116,14 +126,17 @@ class ReadOnlyAuthorizer(Authorizer):
 
 
 class MetaServer(ApiRoutes):
-    def __init__(self, store: Store, config: MetaServerConfig | None = None) -> None:
+    def __init__(
+        self, store: Store, config: MetaServerConfig | None = None, forward: Forwarder | None = None
+    ) -> None:
         self.config = config or MetaServerConfig()
+        self.forward = forward
         self.store = store
         self.registry = Registry()
         # Custom resources the edge stores (devices, device models) are served from the project's CRD
         # manifests: the edge store holds their objects but not the CRDs themselves.
         self.crds = CrdServing(self.registry)
-        for _, doc in _manifests(None):
+        for _, doc in manifests(None):
             if doc.get("kind") == "CustomResourceDefinition":
                 self.crds.on_write("create", doc)
         self.api = ResourceApi(
@@ -182,8 +195,26 @@ class MetaServer(ApiRoutes):
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         if request.method not in READ_METHODS:
-            raise service_unavailable(READ_ONLY_MESSAGE)
+            return await self._forward(request)
         return await super()._dispatch(request)
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        self._identity(request)  # loopback check, as for reads
+        if self.forward is None:
+            raise service_unavailable(READ_ONLY_MESSAGE)
+        body = await request.read()  # bounded by client_max_size
+        try:
+            req = ApiRequest(request.method, request.path_qs, request.content_type or "", body)
+        except ApiRequestError as e:
+            raise ApiError(400, "BadRequest", f"cannot forward this request: {e}") from None
+        try:
+            reply = await self.forward(req)
+        except (ConnectionError, TimeoutError) as e:
+            log.info(
+                "MetaServer: %s %s from %s not forwarded: %s", req.method, request.path, request.remote, e
+            )
+            raise service_unavailable(OFFLINE_MESSAGE) from None
+        return web.Response(status=reply.code, body=reply.body, content_type=_mime(reply.content_type))
 
     async def _resource(self, request: web.Request, t: Target, ident: Identity) -> web.StreamResponse:
         if request.method not in READ_METHODS:  # also refused in _dispatch; kept for subclasses
@@ -191,10 +222,17 @@ class MetaServer(ApiRoutes):
         return await super()._resource(request, t, ident)
 
 
+def _mime(content_type: str) -> str:
+    """aiohttp wants the media type alone (a charset parameter is passed separately)."""
+    return content_type.split(";", 1)[0].strip() or "application/json"
+
+
 __all__ = [
     "DEFAULT_SERVER",
     "LOCAL_IDENTITY",
+    "OFFLINE_MESSAGE",
     "READ_ONLY_MESSAGE",
+    "Forwarder",
     "MetaServer",
     "MetaServerConfig",
     "MetaServerError",

@@ -312,6 +312,11 @@ class NodeAgent:
         self.registered = True
         self._reported, self._reported_at = _without_heartbeats(node["status"]), self.clock()
 
+    def request_registration(self) -> None:
+        """Register again at the next tick (the Node was deleted in the cloud)."""
+        self.registered = False
+        self._lease_created = False
+
     async def report_status(self, force: bool = False) -> None:
         """Send the status if it changed or its report period passed (``force``: send regardless)."""
         if force:

@@ -339,6 +339,22 @@ class KubeClient:
         )
         return _decode(payload, resp.headers.get("Content-Type", ""))
 
+    async def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, str, bytes]:
+        """A request passed through as bytes: (status, Content-Type, body) of a success; a failure
+        raises ApiError like every other call (its ``body`` is the Status)."""
+        resp, payload = await self._send(
+            method.upper(), path, body=body, content_type=content_type, headers=headers
+        )
+        return resp.status, resp.headers.get("Content-Type", ""), payload
+
     async def _json(
         self,
         method: str,

@@ -1,4 +1,8 @@
-"""Certificate primitives: a CA, certificates it signs, and kubeconfig files that carry them."""
+"""Certificate primitives: a CA, certificates it signs, and kubeconfig files that carry them.
+
+`cryptography` (~10 MB resident) is imported where a certificate is parsed, made or signed, not at
+import: an edge that already holds its certificate only hands PEM files to `ssl`, and reads the
+validity period with the stdlib (`validity`)."""
 
 from __future__ import annotations
 
@@ -11,17 +15,25 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-# ECDSA P-256 everywhere: small keys, fast handshakes on weak edge CPUs, what KubeEdge uses.
-_CURVE = ec.SECP256R1()
+from .validity import Validity, pem_validity
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
 CA_VALIDITY = dt.timedelta(days=3650)
 CERT_VALIDITY = dt.timedelta(days=365)
+
+
+def _curve() -> ec.EllipticCurve:
+    # ECDSA P-256 everywhere: small keys, fast handshakes on weak edge CPUs, what KubeEdge uses.
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.SECP256R1()
 
 
 @dataclass(frozen=True)
@@ -31,10 +43,20 @@ class KeyPair:
 
     @property
     def cert(self) -> x509.Certificate:
+        from cryptography import x509
+
         return x509.load_pem_x509_certificate(self.cert_pem)
 
     @property
+    def validity(self) -> Validity:
+        """notBefore/notAfter of the certificate, read without `cryptography`."""
+        return pem_validity(self.cert_pem)
+
+    @property
     def private_key(self) -> ec.EllipticCurvePrivateKey:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         key = serialization.load_pem_private_key(self.key_pem, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ValueError("expected an ECDSA private key")
@@ -56,7 +78,9 @@ def _now() -> dt.datetime:
 
 
 def generate_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(_CURVE)
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(_curve())
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -64,13 +88,19 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 
 def create_ca(common_name: str = "kubeedge-ca") -> KeyPair:
-    key = ec.generate_private_key(_CURVE)
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = generate_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = _now()
     cert = (
@@ -114,7 +144,7 @@ def issue(
     validity: dt.timedelta = CERT_VALIDITY,
 ) -> KeyPair:
     """Sign a fresh key for `common_name`; organizations become groups for client certificates."""
-    key = ec.generate_private_key(_CURVE)
+    key = generate_key()
     return KeyPair(
         sign_public_key(
             ca,
@@ -143,6 +173,11 @@ def sign_public_key(
     client: bool = False,
     validity: dt.timedelta = CERT_VALIDITY,
 ) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     ca_cert = ca.cert
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
@@ -186,6 +221,10 @@ def make_csr(
     ip_addresses: Iterable[str] = (),
 ) -> bytes:
     """A PEM certificate signing request, the form KubeEdge's edge sends to the bootstrap server."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs))
@@ -208,6 +247,8 @@ def load_cert_chain(ctx: ssl.SSLContext, pair: KeyPair) -> None:
 
 def subject_identity(cert: x509.Certificate) -> tuple[str, list[str]]:
     """(user, groups) as Kubernetes reads a client certificate: CN is the user, O the groups."""
+    from cryptography.x509.oid import NameOID
+
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     user = str(cn[0].value) if cn else ""

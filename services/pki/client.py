@@ -1,21 +1,25 @@
 """The edge side of the bootstrap: fetch and pin the CA, obtain a node certificate with a token,
-and renew it with the current certificate before it expires."""
+and renew it with the current certificate before it expires.
+
+`cryptography` is imported by the steps that make keys or check certificates (join, rotation), so an
+edge that holds a valid certificate never loads it; `needs_rotation` reads a KeyPair's validity
+with the stdlib."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
 import ssl
+from typing import TYPE_CHECKING
 
 import aiohttp
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from yarl import URL
 
 from . import certs, tokens
-from .bootstrap import NODE_CN_PREFIX, NODES_GROUP
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 # Renew once this share of the validity has passed: with 365-day certificates that leaves ~73
 # days to succeed, ample for an edge that is offline for weeks.
@@ -99,6 +103,9 @@ async def fetch_ca(
             "token was printed by this cloud ('keadm gettoken' on it), that the address points at that "
             "cloud, and that its CA was not regenerated since; otherwise something is intercepting the connection"
         )
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         cert = x509.load_der_x509_certificate(der)
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -125,6 +132,12 @@ async def _issue(
     key: ec.EllipticCurvePrivateKey,
     request_timeout: float,
 ) -> certs.KeyPair:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+
+    from .bootstrap import NODE_CN_PREFIX, NODES_GROUP
+
     csr = certs.make_csr(key, NODE_CN_PREFIX + node_name, organizations=[NODES_GROUP])
     headers = {**headers, "NodeName": node_name, "Content-Type": "application/pkcs10"}
     status, body = await _get(
@@ -170,6 +183,8 @@ async def request_certificate(
         pinned, jwt = tokens.split_token(jwt)
         if pinned != tokens.ca_hash(ca_pem):
             raise PinError("the token pins a different CA than the one given; fetch the CA with this token")
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     if key is None:
         key = certs.generate_key()
     elif not isinstance(key.curve, ec.SECP256R1):
@@ -202,17 +217,25 @@ async def rotate_certificate(
     return await _issue(host, port, ca_pem, sslctx, {}, node_name, certs.generate_key(), request_timeout)
 
 
-def rotation_due_at(cert: x509.Certificate, fraction: float = ROTATION_FRACTION) -> dt.datetime:
+def rotation_due_at(
+    cert: x509.Certificate | certs.KeyPair, fraction: float = ROTATION_FRACTION
+) -> dt.datetime:
     if not 0.0 < fraction <= 1.0:
         raise ValueError("rotation fraction must be in (0, 1]")
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if isinstance(cert, certs.KeyPair):
+        start, end = cert.validity
+    else:
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     return start + (end - start) * fraction
 
 
 def needs_rotation(
-    cert: x509.Certificate, now: dt.datetime | None = None, fraction: float = ROTATION_FRACTION
+    cert: x509.Certificate | certs.KeyPair,
+    now: dt.datetime | None = None,
+    fraction: float = ROTATION_FRACTION,
 ) -> bool:
-    """True once `fraction` of the certificate's validity has passed."""
+    """True once `fraction` of the certificate's validity has passed. Given the KeyPair rather than
+    its parsed `.cert`, it reads the validity without loading `cryptography`."""
     return (now or dt.datetime.now(dt.UTC)) >= rotation_due_at(cert, fraction)
 
 

@@ -24,8 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from .certs import KeyPair, write_private
 
@@ -54,6 +52,9 @@ class TokenError(Exception):
 
 def ca_hash(ca_cert_pem: bytes) -> str:
     """sha256 hex of the CA certificate's DER encoding (what `keadm join --certificate...` pins)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     der = x509.load_pem_x509_certificate(ca_cert_pem).public_bytes(serialization.Encoding.DER)
     return hashlib.sha256(der).hexdigest()
 
@@ -66,6 +67,8 @@ def ca_hash_der(ca_cert_der: bytes) -> str:
 def _hmac_key(ca_key_pem: bytes) -> bytes:
     # Parsing the CA key for every request would dominate the cost of a verification; the key
     # material is immutable per CA, so cache by its PEM.
+    from cryptography.hazmat.primitives import serialization
+
     key = serialization.load_pem_private_key(ca_key_pem, password=None)
     return key.private_bytes(
         serialization.Encoding.DER,

@@ -1,8 +1,10 @@
 """The revisioned object store on SQLite: group-committed writes, snapshot lists, watch history.
 
 Layout: `objects` holds the current version of every object; `events` holds the change history
-(every version, with the revision of the version it replaced) down to the compaction point; `meta`
+(every version, with the revision of the version it replaced) down to the compaction point; `revisions`
 holds the current and compacted revisions. One global revision numbers every change.
+`revisions` was once called `meta`; that name belongs to KubeEdge's edge table (key, type, value),
+which the edge offers as a view (edgecore.metamanager), so an old file's table is renamed at open.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ CREATE TABLE IF NOT EXISTS events (
     rv INTEGER PRIMARY KEY, type INTEGER NOT NULL,
     key TEXT NOT NULL, ns TEXT NOT NULL, name TEXT NOT NULL,
     prev_rv INTEGER NOT NULL, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta VALUES ('rv', 0), ('compacted', 0);
+CREATE TABLE IF NOT EXISTS revisions (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+INSERT OR IGNORE INTO revisions VALUES ('rv', 0), ('compacted', 0);
 """
 
 _AFTER = " AND (ns > ? OR (ns = ? AND name > ?))"
@@ -132,6 +134,16 @@ class DecodedCache:
             self._d.clear()
 
 
+def _rename_old_revisions(conn: sqlite3.Connection) -> None:
+    row = conn.execute("SELECT type FROM sqlite_master WHERE name='meta'").fetchone()
+    if row is None or row[0] != "table":
+        return
+    if [r[1] for r in conn.execute("PRAGMA table_info(meta)")] != ["k", "v"]:
+        return  # not ours: leave it alone
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name='revisions'").fetchone() is None:
+        conn.execute("ALTER TABLE meta RENAME TO revisions")
+
+
 class _Op:
     __slots__ = ("args", "fut", "kind")
 
@@ -187,8 +199,8 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._wconn = await asyncio.get_running_loop().run_in_executor(self._wexec, self._open_writer)
         self._loop_conn = self._connect()
-        row = self._loop_conn.execute("SELECT v FROM meta WHERE k='rv'").fetchone()
-        crow = self._loop_conn.execute("SELECT v FROM meta WHERE k='compacted'").fetchone()
+        row = self._loop_conn.execute("SELECT v FROM revisions WHERE k='rv'").fetchone()
+        crow = self._loop_conn.execute("SELECT v FROM revisions WHERE k='compacted'").fetchone()
         self._rv = int(row[0])
         self._compacted = int(crow[0])
         self.hub.rv = self._rv
@@ -198,6 +210,7 @@ class Store:
 
     def _open_writer(self) -> sqlite3.Connection:
         conn = self._connect()
+        _rename_old_revisions(conn)
         conn.executescript(_SCHEMA)
         return conn
 
@@ -332,7 +345,7 @@ class Store:
                 rv += 1
                 events.append(ev)
                 results.append(Record(ev.data, ev.rv, ev.obj if ev.type != DELETED else None))
-            conn.execute("UPDATE meta SET v=? WHERE k='rv'", (rv,))
+            conn.execute("UPDATE revisions SET v=? WHERE k='rv'", (rv,))
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -408,11 +421,11 @@ class Store:
         return self._compacted
 
     def _do_compact(self, conn: sqlite3.Connection, upto: int) -> int:
-        row = conn.execute("SELECT v FROM meta WHERE k='compacted'").fetchone()
+        row = conn.execute("SELECT v FROM revisions WHERE k='compacted'").fetchone()
         if upto <= int(row[0]):
             return int(row[0])
         conn.execute("DELETE FROM events WHERE rv <= ?", (upto,))
-        conn.execute("UPDATE meta SET v=? WHERE k='compacted'", (upto,))
+        conn.execute("UPDATE revisions SET v=? WHERE k='compacted'", (upto,))
         return upto
 
     async def _compactor(self) -> None:
@@ -491,8 +504,8 @@ class Store:
         conn = self._reader()
         conn.execute("BEGIN")
         try:
-            snap_rv = int(conn.execute("SELECT v FROM meta WHERE k='rv'").fetchone()[0])
-            compacted = int(conn.execute("SELECT v FROM meta WHERE k='compacted'").fetchone()[0])
+            snap_rv = int(conn.execute("SELECT v FROM revisions WHERE k='rv'").fetchone()[0])
+            compacted = int(conn.execute("SELECT v FROM revisions WHERE k='compacted'").fetchone()[0])
             if at_rv is not None and at_rv < compacted:
                 raise Expired(f"revision {at_rv} is older than the kept history ({compacted})")
             rv = snap_rv if at_rv is None else at_rv
@@ -588,7 +601,7 @@ class Store:
         conn = self._reader()
         conn.execute("BEGIN")
         try:
-            compacted = int(conn.execute("SELECT v FROM meta WHERE k='compacted'").fetchone()[0])
+            compacted = int(conn.execute("SELECT v FROM revisions WHERE k='compacted'").fetchone()[0])
             if after_rv < compacted:
                 raise Expired(f"too old resource version: {after_rv} ({compacted})")
             q = "SELECT rv, type, ns, name, prev_rv, data FROM events WHERE rv > ? AND rv <= ? AND key=?"

@@ -478,3 +478,58 @@ async def test_node_certificate_cannot_read_another_nodes_objects(cluster: Clust
             await node_a.get(PODS, "b-pod", ns)
         with pytest.raises(Forbidden):
             await node_a.get(SECRETS, "b-secret", ns)
+
+
+# ---- 6. MetaServer writes are forwarded to the cloud and performed as the node ------------------------
+
+
+async def test_metaserver_writes_are_forwarded_as_the_node(cluster: Cluster) -> None:
+    a = cluster.edges[NODE_A]
+    await a.ensure_running()
+    async with admin(cluster) as kc:
+        ns = await new_namespace(kc, "fwd")
+        await kc.create(PODS, bound_pod("fwd-pod", NODE_A), ns)
+
+        async def pod_at_a() -> bool:
+            return "fwd-pod" in await edge_names(a, PODS, ns)
+
+        await wait_for(pod_at_a, deadline_s=DEADLINE_S, what="fwd-pod at A")
+
+        def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [KUBECTL, "--kubeconfig", "/dev/null", "--server", a.meta.server, *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        # The node's own Node: allowed by the node rules, performed in the cloud.
+        r = await asyncio.to_thread(kubectl, "label", "node", NODE_A, "fwd=yes")
+        assert r.returncode == 0, r.stderr
+        assert (await kc.get(NODES, NODE_A))["metadata"]["labels"]["fwd"] == "yes"
+        # Its own pod's status: allowed.
+        async with KubeClient(a.meta) as local:
+            await local.patch(
+                PODS, "fwd-pod", {"status": {"conditions": [{"type": "Fwd", "status": "True"}]}}, ns,
+                subresource="status",
+            )  # fmt: skip
+            conds = (await kc.get(PODS, "fwd-pod", ns))["status"].get("conditions") or []
+            assert {"type": "Fwd", "status": "True"} in [{k: c[k] for k in ("type", "status")} for c in conds]
+            # What a node may not do is refused by the cloud's API server, with its reason.
+            with pytest.raises(Forbidden) as e:
+                await local.create(CONFIGMAPS, {"metadata": {"name": "nope"}, "data": {}}, ns)
+            assert "may only read configmaps" in str(e.value)
+        # (kubectl label would GET node B first, and A's store does not hold B: patch directly.)
+        async with KubeClient(a.meta) as local:
+            with pytest.raises(Forbidden) as e:
+                await local.patch(NODES, NODE_B, {"metadata": {"labels": {"fwd": "yes"}}})
+            assert f"cannot access node '{NODE_B}'" in str(e.value)
+        assert "fwd" not in ((await kc.get(NODES, NODE_B))["metadata"].get("labels") or {})
+        # The change comes back down: A's store sees its own label.
+        async with KubeClient(a.meta) as local:
+
+            async def label_at_a() -> bool:
+                node = await local.get(NODES, NODE_A)
+                return (node["metadata"].get("labels") or {}).get("fwd") == "yes"
+
+            await wait_for(label_at_a, deadline_s=DEADLINE_S, what="the forwarded label back at A")

@@ -323,6 +323,19 @@ async def test_cloudcore_outage_edge_serves_and_converges_once(outage: Outage, s
                 reported_offline, deadline_s=DEADLINE_S, what="A's Lease and status queued while cut off"
             )
             assert offline is not None
+            # A local app's write needs the cloud: refused with a 503 that says so (reads go on).
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{a.meta.server}/api/v1/namespaces/{ns}/events",
+                    json={
+                        "metadata": {"name": "offline-write"},
+                        "involvedObject": {"kind": "Pod", "name": "keep"},
+                    },
+                ) as resp,
+            ):
+                status = await resp.json()
+            assert resp.status == 503 and "cloud is unreachable" in status["message"], status
             assert all(w.open for w in watchers.values()) and during.open
             assert await edge_names(a, PODS, ns) == {"keep", "gone"}  # nothing can have arrived
             assert not any(w.events for w in watchers.values()), {

@@ -216,6 +216,18 @@ async def test_join_register_sync_and_restart(cloud: Cloud, edge: EdgeProc, kc: 
 
     await eventually(patched, "a nodepatch to refresh the Ready heartbeat")
 
+    # `kubectl delete node` while the edge runs: its next status patch finds no Node, and it registers
+    # again (a new uid), labels and all.
+    old_uid = node["metadata"]["uid"]
+    await kc.delete(NODES, NODE)
+
+    async def registered_again() -> dict[str, Any] | None:
+        n = await node_ready()
+        return n if n is not None and n["metadata"]["uid"] != old_uid else None
+
+    again = await eventually(registered_again, "the deleted Node to be registered again")
+    assert again["metadata"]["labels"]["site"] == "lab"
+
     # Joined: CA + certificate on disk, the key private to the owner.
     key_file = edge.data_dir / "certs" / "server.key"
     assert (edge.data_dir / "ca" / "rootCA.crt").read_bytes() == cloud.ca.cert_pem

@@ -19,10 +19,12 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
 from kubeedge.beehive import Message
+from kubeedge.beehive.apirequest import ApiReply, ApiRequest
 from kubeedge.edgecore.app import EdgeCore
 from kubeedge.edgecore.config import EdgeCoreConfig, EdgeHubSection, MetaServerSection
 from kubeedge.edgecore.metamanager import CLOUD_RV_ANNOTATION, MetaManager
 from kubeedge.edgecore.metaserver import (
+    OFFLINE_MESSAGE,
     READ_ONLY_MESSAGE,
     MetaServer,
     MetaServerConfig,
@@ -395,3 +397,44 @@ async def test_edgecore_refuses_a_non_loopback_metaserver_before_starting(tmp_pa
     with pytest.raises(MetaServerError, match="non-loopback"):
         await core.start()
     assert core.store is None and core.metaserver is None  # nothing was opened or served
+
+
+async def test_writes_forwarded_verbatim_and_refused_offline(tmp_path: Path) -> None:
+    """With a forwarder (edgecore's: the cloud performs the write as the node), a write's method,
+    path + query, content type and bytes (protobuf too) go through, and the cloud's answer — status
+    code, type, body — comes back unchanged; an unreachable cloud is a 503 that says so."""
+    seen: list[ApiRequest] = []
+    online = True
+
+    async def forward(req: ApiRequest) -> ApiReply:
+        if not online:
+            raise ConnectionError("the cloud is not connected")
+        seen.append(req)
+        return ApiReply(201, "application/json", b'{"kind":"ConfigMap","metadata":{"name":"x"}}')
+
+    async with Store(tmp_path / "edge.db") as store:
+        server = MetaServer(store, MetaServerConfig(port=0), forward=forward)
+        await server.start()
+        try:
+            proto = b"k8s\x00\n\x0f\n\x02v1\x12\tConfigMap\xff\xfe"
+            async with aiohttp.ClientSession() as http:
+                url = f"{server.url}/api/v1/namespaces/a/configmaps?fieldManager=me&dryRun=All"
+                async with http.post(
+                    url, data=proto, headers={"Content-Type": "application/vnd.kubernetes.protobuf"}
+                ) as r:
+                    assert r.status == 201 and (await r.json())["metadata"]["name"] == "x"
+                [req] = seen
+                assert (req.method, req.path) == (
+                    "POST",
+                    "/api/v1/namespaces/a/configmaps?fieldManager=me&dryRun=All",
+                )
+                assert req.content_type == "application/vnd.kubernetes.protobuf" and req.body == proto
+                assert ApiRequest.from_content(req.to_content()) == req  # survives the JSON envelope
+                online = False
+                async with http.delete(f"{server.url}/api/v1/namespaces/a/configmaps/x") as r:
+                    status = await r.json()
+                    assert r.status == 503 and status["message"] == OFFLINE_MESSAGE
+                async with http.get(f"{server.url}/api/v1/namespaces/a/configmaps") as r:
+                    assert r.status == 200  # reads never need the cloud
+        finally:
+            await server.stop()

@@ -19,7 +19,7 @@ from kubeedge.kube import (
     KubeClient,
     KubeConfig,
 )
-from kubeedge.kube.errors import Forbidden, Unauthorized
+from kubeedge.kube.errors import BadRequest, Forbidden, Unauthorized
 from kubeedge.pki import certs
 from tests.apiserver_proc import ApiServerProc
 
@@ -194,3 +194,25 @@ async def test_certificate_without_node_group_and_anonymous_are_refused(
     async with KubeClient(bad_token, max_retries=0) as kc:
         with pytest.raises(Unauthorized):
             await kc.list(PODS)
+
+
+async def test_admins_may_impersonate_a_node_and_get_its_rules_only(cluster: dict) -> None:
+    as_edge1 = {"Impersonate-User": "system:node:edge-1", "Impersonate-Group": "system:nodes"}
+    async with KubeClient(cluster["admin"]) as admin:
+        code, _, body = await admin.exchange("GET", "/api/v1/namespaces/apps/secrets/s-p1", headers=as_edge1)
+        assert code == 200 and b'"s-p1"' in body
+        with pytest.raises(Forbidden, match="no relationship found"):
+            await admin.exchange("GET", "/api/v1/namespaces/apps/secrets/s-p2", headers=as_edge1)
+        with pytest.raises(Forbidden, match="may only read configmaps"):
+            await admin.exchange(
+                "POST", "/api/v1/namespaces/apps/configmaps", body=b'{"metadata":{"name":"x"}}',
+                content_type="application/json", headers=as_edge1,
+            )  # fmt: skip
+        with pytest.raises(BadRequest, match="requires Impersonate-User"):
+            await admin.exchange("GET", "/api/v1/nodes", headers={"Impersonate-Group": "system:masters"})
+    async with KubeClient(cluster["edge1"]) as node:  # a node may not become an admin
+        with pytest.raises(Forbidden, match="cannot impersonate"):
+            await node.exchange(
+                "GET", "/api/v1/namespaces/apps/secrets/s-p2",
+                headers={"Impersonate-User": "admin", "Impersonate-Group": "system:masters"},
+            )  # fmt: skip
