@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
@@ -114,6 +115,7 @@ class EdgeCore:
         self.meta: MetaManager | None = None
         self.agent: NodeAgent | None = None
         self.metaserver: MetaServer | None = None
+        self.edged: Any = None  # edged.manager.Edged when modules.edged.enable (imported only then)
         self._ca_pem = b""
         self._cert: certs.KeyPair | None = None
         self.stopped = asyncio.Event()
@@ -163,6 +165,8 @@ class EdgeCore:
         self.sup.spawn(meta.run, "metamanager")
         self.sup.spawn(lambda: upstream.run(hub), "upstream")
         self.sup.spawn(agent.run, "nodeagent")
+        if cfg.edged.enable:
+            self._start_edged()
         if ms_cfg is not None:
             self.metaserver = MetaServer(self.store, ms_cfg, forward=self.forward_write)
             self.sup.spawn(self.metaserver.run, "metaserver")
@@ -170,10 +174,38 @@ class EdgeCore:
             self.sup.spawn(self._rotation_loop, "cert-rotation")
         log.info("edgecore %s started (data %s)", self.node_name, cfg.data_dir)
 
+    def _start_edged(self) -> None:
+        # Imported here: grpc is most of an idle edgecore's memory, and only pods need it.
+        from .edged.config import EdgedConfig
+        from .edged.manager import Edged
+        from .nodeagent import LinuxHost
+
+        assert self.store is not None and self.upstream is not None
+        cfg, upstream = self.config, self.upstream
+        ed = cfg.edged
+        self.edged = Edged(
+            self.store,
+            lambda res, op, content, group: upstream.put(res, op, content, group=group),
+            EdgedConfig(
+                node_name=self.node_name,
+                runtime_endpoint=ed.runtime_endpoint,
+                root_dir=cfg.edged_root,
+                pod_log_dir=Path(ed.pod_logs_dir),
+                cluster_dns=ed.cluster_dns,
+                cluster_domain=ed.cluster_domain,
+                cgroup_parent=ed.cgroup_root,
+                node_ip=ed.node_ip or next(iter(LinuxHost().ipv4_addresses()), ""),
+            ),
+        )
+        # Edged waits (and says so in the log) while the runtime is unreachable; the rest keeps serving.
+        self.sup.spawn(self.edged.run, "edged")
+
     async def stop(self) -> None:
         if self.hub is not None:
             self.hub.stop()
         await self.sup.stop()
+        if self.edged is not None:
+            await self.edged.stop()
         self.pending.cancel_all()
         if self.upstream is not None:
             await self.upstream.close()
@@ -211,7 +243,9 @@ class EdgeCore:
                     if str(msg.content).startswith("404"):
                         # The Node was deleted in the cloud (kubectl delete node): register again,
                         # as the kubelet does when its status update finds no Node.
-                        log.warning("edgecore: Node %s is gone in the cloud; registering again", self.node_name)
+                        log.warning(
+                            "edgecore: Node %s is gone in the cloud; registering again", self.node_name
+                        )
                         self.agent.request_registration()
             return
         if msg.operation == OP_QUERY:

@@ -63,6 +63,15 @@ class EdgedSection:
     register_node: bool = True
     # The Lease is renewed every quarter of its duration (kubelet's rule: 40 s → every 10 s).
     node_lease_duration_seconds: int = 40
+    # Running pods through CRI. Off unless configured: it needs a container runtime, and the gRPC
+    # client it loads costs an otherwise idle edgecore most of its memory footprint.
+    enable: bool = False
+    runtime_endpoint: str = "unix:///run/containerd/containerd.sock"
+    root_directory: str = ""  # default <dataDir>/edged (pods' volumes)
+    pod_logs_dir: str = "/var/log/pods"
+    cluster_dns: tuple[str, ...] = ()
+    cluster_domain: str = "cluster.local"
+    cgroup_root: str = "/kubeedge"  # pods' cgroups live below it (cgroupfs)
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,8 @@ class EdgeCoreConfig:
             raise ConfigError(
                 "modules.edged.nodeStatusReportFrequency must be at least nodeStatusUpdateFrequency"
             )
+        if ed.enable and not ed.runtime_endpoint.startswith(("unix:", "/")):
+            raise ConfigError(f"modules.edged.runtimeEndpoint {ed.runtime_endpoint!r} is not a unix socket")
         for k, v in ed.node_labels.items():
             if not isinstance(k, str) or not isinstance(v, str) or not k:
                 raise ConfigError(f"modules.edged.nodeLabels: {k!r}: {v!r} is not a string label")
@@ -132,6 +143,10 @@ class EdgeCoreConfig:
     @property
     def database(self) -> Path:
         return Path(self.data_source) if self.data_source else self.data_path / "edgecore.db"
+
+    @property
+    def edged_root(self) -> Path:
+        return Path(self.edged.root_directory) if self.edged.root_directory else self.data_path / "edged"
 
     @property
     def upstream_db(self) -> Path:
@@ -259,9 +274,29 @@ def from_dict(doc: Any) -> EdgeCoreConfig:
     hub.done()
 
     ed = modules.sub("edged")
-    ed.get("enable", bool, True)
     de = EdgedSection()
     labels = ed.get("nodeLabels", dict, {})
+    # KubeEdge names the CRI socket and DNS settings inside tailoredKubeletConfig (and, before v1.15,
+    # tailoredKubeletFlag / remoteRuntimeEndpoint); ours is the plain runtimeEndpoint.
+    kubelet = ed.sub("tailoredKubeletConfig")
+    flags = ed.sub("tailoredKubeletFlag")
+    # Every spelling is read (so none counts as an unknown key); the first one set wins.
+    spellings = [
+        ed.get("runtimeEndpoint", str, ""),
+        ed.get("containerRuntimeEndpoint", str, ""),
+        kubelet.get("containerRuntimeEndpoint", str, ""),
+        flags.get("remoteRuntimeEndpoint", str, ""),
+        ed.get("remoteRuntimeEndpoint", str, ""),
+    ]
+    endpoint = next((e for e in spellings if e), de.runtime_endpoint)
+    cluster_dns = kubelet.get("clusterDNS", list, ed.get("clusterDNS", list, []))
+    if not all(isinstance(x, str) for x in cluster_dns):
+        raise ConfigError("modules.edged.tailoredKubeletConfig.clusterDNS must be a list of addresses")
+    cluster_domain = kubelet.get("clusterDomain", str, ed.get("clusterDomain", str, de.cluster_domain))
+    cgroup_root = kubelet.get("cgroupRoot", str, de.cgroup_root) or de.cgroup_root
+    pod_logs_dir = kubelet.get("podLogsDir", str, de.pod_logs_dir)
+    kubelet.done()
+    flags.done()
     edged = EdgedSection(
         hostname_override=ed.get("hostnameOverride", str, de.hostname_override),
         node_ip=ed.get("nodeIP", str, de.node_ip),
@@ -270,6 +305,13 @@ def from_dict(doc: Any) -> EdgeCoreConfig:
         node_labels=dict(labels),
         register_node=ed.get("registerNode", bool, de.register_node),
         node_lease_duration_seconds=ed.get("nodeLeaseDurationSeconds", int, de.node_lease_duration_seconds),
+        enable=ed.get("enable", bool, de.enable),
+        runtime_endpoint=endpoint,
+        root_directory=ed.get("rootDirectory", str, de.root_directory),
+        pod_logs_dir=pod_logs_dir,
+        cluster_dns=tuple(cluster_dns),
+        cluster_domain=cluster_domain,
+        cgroup_root=cgroup_root,
     )
     ed.done()
 

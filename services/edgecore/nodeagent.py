@@ -2,7 +2,9 @@
 
 Everything goes upstream through the persisted queue (``send_upstream``), which keeps only the latest
 report per object: a status written while the cloud is unreachable is delivered after reconnect,
-older ones are simply replaced. Host facts come from a ``HostReader`` so tests can fake the host.
+older ones are simply replaced. Host facts come from a ``HostReader`` so tests can fake the host;
+what edged knows (images, runtime version and readiness, pressure conditions) comes from an optional
+``extra`` provider, polled by its own loop so that a slow runtime never delays the status or the lease.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import os
 import platform
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -43,8 +46,16 @@ MAX_PODS: Final = 110
 LEASE_DURATION: Final = 40
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le"}
 
+# How long one poll of the extra provider may take before its last snapshot is kept instead.
+EXTRA_TIMEOUT: Final = 15.0
+# Resources whose quantities are reported in Ki (bytes); the others as plain numbers or millicores.
+_BYTE_RESOURCES: Final = ("memory", "ephemeral-storage")
+
 # (resource, operation, content, group) → queued upstream.
 SendUpstream = Callable[[str, str, Any, str], Awaitable[object]]
+# Returns the part of the status it knows: {"images": [...], "nodeInfo": {...}, "conditions": [{type,
+# status, reason, message}, ...]}; conditions replace the agent's own of the same type.
+ExtraStatus = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class HostReader(Protocol):
@@ -145,12 +156,55 @@ class NodeAgentConfig:
     node_ip: str = ""
     data_dir: Path = Path("/")
     register: bool = True
+    # The kubelet's systemReserved/kubeReserved (quantities by resource name): allocatable is capacity
+    # minus both.
+    system_reserved: Mapping[str, str] = field(default_factory=dict)
+    kube_reserved: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if min(self.status_interval, self.status_report_interval, self.lease_interval) <= 0:
             raise ValueError("node agent: intervals must be positive")
         if self.lease_duration <= 0:
             raise ValueError("node agent: lease duration must be positive")
+        self.reserved()  # raises on a bad quantity now rather than at the first status
+
+    def reserved(self) -> dict[str, Fraction]:
+        """systemReserved + kubeReserved per resource."""
+        if not self.system_reserved and not self.kube_reserved:
+            return {}
+        from kubeedge.kube.quantity import parse_quantity  # only nodes that reserve something need it
+
+        out: dict[str, Fraction] = {}
+        for which in (self.system_reserved, self.kube_reserved):
+            for name, q in which.items():
+                try:
+                    amount = parse_quantity(q)
+                except ValueError:
+                    raise ValueError(f"node agent: reserved {name}: invalid quantity {q!r}") from None
+                if amount < 0:
+                    raise ValueError(f"node agent: reserved {name}: {q!r} is negative")
+                out[name] = out.get(name, Fraction(0)) + amount
+        return out
+
+
+def allocatable(capacity: dict[str, str], reserved: dict[str, Fraction]) -> dict[str, str]:
+    """capacity minus reserved, never below zero, in the units capacity uses."""
+    if not reserved:
+        return dict(capacity)
+    from kubeedge.kube.quantity import parse_quantity
+
+    out = dict(capacity)
+    for name, amount in reserved.items():
+        if name not in capacity:
+            continue
+        left = max(Fraction(0), parse_quantity(capacity[name]) - amount)
+        if name in _BYTE_RESOURCES:
+            out[name] = f"{int(left) // 1024}Ki"
+        elif left.denominator == 1:
+            out[name] = str(left.numerator)
+        else:
+            out[name] = f"{int(left * 1000)}m"
+    return out
 
 
 def _without_heartbeats(status: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +234,7 @@ class NodeAgent:
         *,
         config: NodeAgentConfig | None = None,
         host: HostReader | None = None,
+        extra: ExtraStatus | None = None,
     ) -> None:
         self.node_name = node_name
         self.user_labels = dict(labels)
@@ -194,6 +249,9 @@ class NodeAgent:
         self._next_lease = 0.0
         self._reported: dict[str, Any] | None = None  # last status sent, heartbeat times stripped
         self._reported_at = 0.0
+        self.extra = extra
+        self._extra: dict[str, Any] = {}  # the provider's latest snapshot
+        self._transitions: dict[str, tuple[str, float]] = {}  # condition type -> (status, since)
 
     # ---- object contents -----------------------------------------------------------------------
 
@@ -227,6 +285,8 @@ class NodeAgent:
             "ephemeral-storage": f"{h.storage_bytes(self.config.data_dir) // 1024}Ki",
         }
 
+        extra = self._extra
+
         def cond(type_: str, status: str, reason: str, message: str) -> dict[str, str]:
             return {
                 "type": type_,
@@ -237,9 +297,22 @@ class NodeAgent:
                 "lastTransitionTime": since,
             }
 
-        return {
+        conditions = [
+            cond("Ready", "True", "EdgeReady", "edge is posting ready status"),
+            cond("MemoryPressure", "False", "EdgeHasSufficientMemory", "edge has sufficient memory"),
+            cond("DiskPressure", "False", "EdgeHasNoDiskPressure", "edge has no disk pressure"),
+            cond("PIDPressure", "False", "EdgeHasSufficientPID", "edge has sufficient PID available"),
+        ]
+        for c in extra.get("conditions") or []:
+            mine = next((x for x in conditions if x["type"] == c["type"]), None)
+            if mine is None:
+                conditions.append(mine := cond(c["type"], "", "", ""))
+            mine.update(status=c["status"], reason=c["reason"], message=c["message"])
+        for c in conditions:
+            c["lastTransitionTime"] = _rfc3339(self._transition(c["type"], c["status"]))
+        status: dict[str, Any] = {
             "capacity": dict(resources),
-            "allocatable": dict(resources),
+            "allocatable": allocatable(resources, self.config.reserved()),
             "addresses": [
                 {"type": "InternalIP", "address": self.address()},
                 {"type": "Hostname", "address": h.hostname()},
@@ -254,17 +327,36 @@ class NodeAgent:
                 "operatingSystem": "linux",
                 "kubeletVersion": KUBELET_VERSION,
                 "kubeProxyVersion": "",
-                # No container runtime until edged exists.
+                # Known once the extra provider has asked the container runtime.
                 "containerRuntimeVersion": "",
+                **(extra.get("nodeInfo") or {}),
             },
-            "conditions": [
-                cond("Ready", "True", "EdgeReady", "edge is posting ready status"),
-                cond("MemoryPressure", "False", "EdgeHasSufficientMemory", "edge has sufficient memory"),
-                cond("DiskPressure", "False", "EdgeHasNoDiskPressure", "edge has no disk pressure"),
-                cond("PIDPressure", "False", "EdgeHasSufficientPID", "edge has sufficient PID available"),
-            ],
+            "conditions": conditions,
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10350}},
         }
+        if "images" in extra:
+            status["images"] = extra["images"]
+        return status
+
+    def _transition(self, type_: str, status: str) -> float:
+        """When the condition last changed status: the agent's start for its first value."""
+        seen = self._transitions.get(type_)
+        if seen is None or seen[0] != status:
+            seen = (status, self.started_at if seen is None else self.clock())
+            self._transitions[type_] = seen
+        return seen[1]
+
+    async def refresh_extra(self) -> None:
+        """Take a new snapshot from the provider; on failure keep the last one (and say so)."""
+        if self.extra is None:
+            return
+        try:
+            async with asyncio.timeout(EXTRA_TIMEOUT):
+                self._extra = await self.extra()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("node status provider failed; keeping its last facts", exc_info=True)
 
     def node_object(self) -> dict[str, Any]:
         return {
@@ -350,7 +442,24 @@ class NodeAgent:
         return max(0.0, min(self._next_status, self._next_lease) - self.clock())
 
     async def run(self, sleep: Callable[[float], Awaitable[object]] | None = None) -> None:
-        """The report loop, for the Supervisor."""
+        """The report loop, for the Supervisor; with an extra provider, also the loop refreshing its
+        snapshot (one fails, both end, and the Supervisor restarts them)."""
         pause = sleep or asyncio.sleep
-        while True:
-            await pause(await self.tick())
+
+        async def report() -> None:
+            while True:
+                await pause(await self.tick())
+
+        if self.extra is None:
+            await report()
+            return
+        await self.refresh_extra()  # so the registration already carries images and runtime facts
+
+        async def refresh() -> None:
+            while True:
+                await pause(self.config.status_interval)
+                await self.refresh_extra()
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(report(), name="nodeagent/report")
+            tg.create_task(refresh(), name="nodeagent/extra")

@@ -1,6 +1,7 @@
 """keadm's commands: ``init`` (write cloudcore.yaml, start cloudcore), ``gettoken``, ``join`` (write
 edgecore.yaml, obtain the node certificate, start edgecore), ``reset`` (stop, remove state) and
-``dev-run`` (what ``make run`` runs; see devrun.py).
+``dev-run`` (what ``make run`` runs; see devrun.py) and ``image import`` (an OCI/docker archive into the
+node's containerd, for air-gapped devices).
 
 Daemons run in one of three ways: in this process (``--foreground``), as a systemd unit when systemd is
 PID 1, or detached with ``<data-dir>/<daemon>.log`` and ``<data-dir>/<daemon>.pid``. Every failure is
@@ -48,6 +49,18 @@ EDGE_START_TIMEOUT: Final = 30.0
 # A daemon asked to stop (SIGTERM) gets this long before SIGKILL.
 STOP_TIMEOUT: Final = 20.0
 POLL_INTERVAL: Final = 0.2
+EDGECORE_CONFIG: Final = Path("/etc/kubeedge/config/edgecore.yaml")
+DEFAULT_RUNTIME_ENDPOINT: Final = "unix:///run/containerd/containerd.sock"
+# Where edgecore configs name the CRI socket: ours, then KubeEdge's (v1.15+, then older releases).
+RUNTIME_ENDPOINT_KEYS: Final = (
+    ("modules", "edged", "runtimeEndpoint"),
+    ("modules", "edged", "containerRuntimeEndpoint"),
+    ("modules", "edged", "tailoredKubeletConfig", "containerRuntimeEndpoint"),
+    ("modules", "edged", "tailoredKubeletFlag", "remoteRuntimeEndpoint"),
+    ("modules", "edged", "remoteRuntimeEndpoint"),
+)
+IMAGE_IMPORT_TIMEOUT: Final = 600.0
+SOCKET_CHECK_TIMEOUT: Final = 3.0
 
 
 class KeadmError(Exception):
@@ -538,6 +551,84 @@ def cmd_reset(a: argparse.Namespace) -> int:
     return 0
 
 
+def runtime_endpoint_from(config: Path) -> str | None:
+    """The CRI endpoint an edgecore config names, if it names one."""
+    try:
+        doc = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    for keys in RUNTIME_ENDPOINT_KEYS:
+        node: Any = doc
+        for k in keys:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, str) and node:
+            return node
+    return None
+
+
+def default_runtime_endpoint(data_dir: Path) -> tuple[str, str]:
+    """(endpoint, where it came from): the local edge node's configured runtime, else containerd's default."""
+    for config in (Daemon("edgecore", data_dir).config, EDGECORE_CONFIG):
+        endpoint = runtime_endpoint_from(config)
+        if endpoint:
+            return endpoint, str(config)
+    return DEFAULT_RUNTIME_ENDPOINT, "default"
+
+
+def unix_socket_path(endpoint: str) -> str:
+    if endpoint.startswith("unix://"):
+        return endpoint[len("unix://") :]
+    if endpoint.startswith("unix:"):
+        return endpoint[len("unix:") :]
+    if endpoint.startswith("/"):
+        return endpoint
+    raise UsageError(f"--runtime-endpoint {endpoint!r}: expected a unix socket (unix:///path or /path)")
+
+
+def check_socket_answers(path: str, where: str) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(SOCKET_CHECK_TIMEOUT)
+        try:
+            s.connect(path)
+        except OSError as e:
+            raise KeadmError(
+                f"the container runtime does not answer on {path} ({e.strerror or e}; endpoint from {where}): "
+                "start containerd, or pass --runtime-endpoint unix:///path/to/containerd.sock"
+            ) from None
+
+
+def cmd_image_import(a: argparse.Namespace) -> int:
+    archive = Path(a.archive)
+    if not archive.is_file():
+        raise UsageError(f"{archive}: no such file (expected an OCI or docker image archive, a .tar)")
+    if a.runtime_endpoint:
+        endpoint, where = a.runtime_endpoint, "--runtime-endpoint"
+    else:
+        endpoint, where = default_runtime_endpoint(Path(a.data_dir))
+    path = unix_socket_path(endpoint)
+    ctr = shutil.which("ctr")
+    if ctr is None:
+        raise KeadmError(
+            "`ctr` not found: image import drives containerd through ctr; install containerd "
+            "(Debian package containerd) or put ctr on PATH"
+        )
+    check_socket_answers(path, where)
+    cmd = [ctr, "-a", path, "-n", a.namespace, "images", "import", str(archive.resolve())]
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=IMAGE_IMPORT_TIMEOUT, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        raise KeadmError(f"ctr images import did not finish within {IMAGE_IMPORT_TIMEOUT:.0f}s") from None
+    out = (done.stdout + done.stderr).strip()
+    if done.returncode != 0:
+        raise KeadmError(f"ctr images import {archive} into {path} failed: {out or done.returncode}")
+    if out:
+        print(out)
+    print(f"imported {archive} into {path} (namespace {a.namespace}; endpoint from {where})")
+    return 0
+
+
 # ---- argument parsing -------------------------------------------------------------------------------
 
 
@@ -594,6 +685,23 @@ def parser() -> argparse.ArgumentParser:
     )
     reset.add_argument("--force", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(func=cmd_reset)
+
+    image = sub.add_parser("image", help="manage the edge node's container images")
+    image_sub = image.add_subparsers(dest="image_command", required=True)
+    imp = image_sub.add_parser("import", help="import an OCI/docker image archive into containerd")
+    imp.add_argument("archive", help="the image archive (.tar), e.g. from `docker save` or an OCI layout")
+    imp.add_argument(
+        "--runtime-endpoint",
+        help="containerd socket (default: the edge node's configured runtime, else "
+        f"{DEFAULT_RUNTIME_ENDPOINT})",
+    )
+    imp.add_argument("--namespace", default="k8s.io", help="containerd namespace; CRI sees only k8s.io")
+    imp.add_argument(
+        "--data-dir",
+        default=str(EDGE_DATA_DIR),
+        help=f"the edge node's state, for its config ({EDGE_DATA_DIR})",
+    )
+    imp.set_defaults(func=cmd_image_import)
 
     devrun.add_parser(sub)
     return p
