@@ -18,7 +18,16 @@ from typing import Any
 
 from kubeedge.kube import CONTROLLERREVISIONS, DAEMONSETS, NODES, PODS, NotFound, Obj
 
-from .framework import Controller, Expectations, Key, controller_of, key_of, uid_of
+from .framework import (
+    Controller,
+    Expectations,
+    Key,
+    controller_of,
+    key_of,
+    owned_pod_handler,
+    owner_key,
+    uid_of,
+)
 from .history import (
     REVISION_HASH_LABEL,
     new_pod,
@@ -338,10 +347,6 @@ def daemon_status(
 # the controller
 
 
-def _dkey(ns: str, name: str) -> str:
-    return f"{ns}/{name}"
-
-
 class DaemonSetController(Controller):
     name = "daemonset"
     workers = 2
@@ -360,7 +365,7 @@ class DaemonSetController(Controller):
         self.pods.add_index(OWNER_UID_INDEX, owner_uid_index)
         self.revisions.add_index(OWNER_UID_INDEX, owner_uid_index)
         self.dsets.add_handler(self._on_ds)
-        self.pods.add_handler(self._on_pod)
+        self.pods.add_handler(owned_pod_handler("DaemonSet", self.expectations, self.queue.add))
         self.nodes.add_handler(self._on_node)
         self.revisions.add_handler(self._on_revision)
 
@@ -368,20 +373,6 @@ class DaemonSetController(Controller):
 
     def _on_ds(self, old: Obj | None, new: Obj | None) -> None:
         self.queue.add(key_of(new or old or {}))
-
-    def _on_pod(self, old: Obj | None, new: Obj | None) -> None:
-        pod = new or old or {}
-        ref = controller_of(pod)
-        if ref is None or ref.get("kind") != "DaemonSet":
-            return
-        ns = (pod.get("metadata") or {}).get("namespace") or ""
-        dkey = _dkey(ns, ref.get("name", ""))
-        if old is None and new is not None:
-            self.expectations.creation_observed(dkey)
-        # A pod being deleted counts as deleted (as upstream): its replacement waits for it to go.
-        if new is None or (is_terminating(new) and not (old is not None and is_terminating(old))):
-            self.expectations.deletion_observed(dkey, uid_of(pod))
-        self.queue.add((ns, ref.get("name", "")))
 
     def _on_node(self, old: Obj | None, new: Obj | None) -> None:
         if old is not None and new is not None:
@@ -403,7 +394,7 @@ class DaemonSetController(Controller):
 
     async def reconcile(self, key: Key) -> float | None:
         ns, name = key
-        dkey = _dkey(ns, name)
+        dkey = owner_key(ns, name)
         ds = self.dsets.get(ns, name)
         if ds is None:
             self.expectations.forget(dkey)

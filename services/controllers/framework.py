@@ -47,6 +47,37 @@ def controller_of(obj: Obj) -> Obj | None:
     return None
 
 
+def owner_key(ns: str, name: str) -> str:
+    """The expectations key of a namespaced owner (DaemonSet, StatefulSet, Job)."""
+    return f"{ns}/{name}"
+
+
+def owned_pod_handler(kind: str, expectations: Expectations, enqueue: Callable[[Key], None]) -> Handler:
+    """The pod event handler of a controller that owns pods directly: record the creations and
+    deletions its expectations wait for, then enqueue the owner. A pod that starts terminating counts
+    as deleted (as upstream): its replacement waits for it to go."""
+
+    def handle(old: Obj | None, new: Obj | None) -> None:
+        pod = new or old or {}
+        ref = controller_of(pod)
+        if ref is None or ref.get("kind") != kind:
+            return
+        ns = (pod.get("metadata") or {}).get("namespace") or ""
+        name = ref.get("name", "")
+        key = owner_key(ns, name)
+        if old is None and new is not None:
+            expectations.creation_observed(key)
+        if new is None or (_terminating(new) and not (old is not None and _terminating(old))):
+            expectations.deletion_observed(key, uid_of(pod))
+        enqueue((ns, name))
+
+    return handle
+
+
+def _terminating(obj: Obj) -> bool:
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
 class Informer:
     """A cached, indexed view of one resource kept current by list-watch; handlers run on every
     change with the previous and new object. Share one informer per resource between controllers."""

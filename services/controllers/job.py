@@ -17,7 +17,16 @@ from typing import Any
 
 from kubeedge.kube import JOBS, PODS, NotFound, Obj
 
-from .framework import Controller, Expectations, Key, controller_of, ignore_not_found, key_of, uid_of
+from .framework import (
+    Controller,
+    Expectations,
+    Key,
+    ignore_not_found,
+    key_of,
+    owned_pod_handler,
+    owner_key,
+    uid_of,
+)
 from .history import (
     new_pod,
 )
@@ -309,10 +318,6 @@ def excess_pods(job: Obj, c: Counts) -> list[Obj]:
 # the controller
 
 
-def _jkey(ns: str, name: str) -> str:
-    return f"{ns}/{name}"
-
-
 class JobController(Controller):
     name = "job"
     workers = 2
@@ -326,20 +331,7 @@ class JobController(Controller):
         self.pods = self.informers.get(PODS)
         self.pods.add_index(OWNER_UID_INDEX, owner_uid_index)
         self.jobs.add_handler(lambda old, new: self.queue.add(key_of(new or old or {})))
-        self.pods.add_handler(self._on_pod)
-
-    def _on_pod(self, old: Obj | None, new: Obj | None) -> None:
-        pod = new or old or {}
-        ref = controller_of(pod)
-        if ref is None or ref.get("kind") != "Job":
-            return
-        ns = (pod.get("metadata") or {}).get("namespace") or ""
-        jkey = _jkey(ns, ref.get("name", ""))
-        if old is None and new is not None:
-            self.expectations.creation_observed(jkey)
-        if new is None or (is_terminating(new) and not (old is not None and is_terminating(old))):
-            self.expectations.deletion_observed(jkey, uid_of(pod))
-        self.queue.add((ns, ref.get("name", "")))
+        self.pods.add_handler(owned_pod_handler("Job", self.expectations, self.queue.add))
 
     def _pods_of(self, job: Obj) -> list[Obj]:
         selector = (job.get("spec") or {}).get("selector")
@@ -350,7 +342,7 @@ class JobController(Controller):
 
     async def reconcile(self, key: Key) -> float | None:
         ns, name = key
-        jkey = _jkey(ns, name)
+        jkey = owner_key(ns, name)
         job = self.jobs.get(ns, name)
         if job is None:
             self.expectations.forget(jkey)

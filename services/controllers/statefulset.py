@@ -24,7 +24,17 @@ from kubeedge.kube import (
     Obj,
 )
 
-from .framework import Controller, Expectations, Key, controller_of, ignore_not_found, key_of, uid_of
+from .framework import (
+    Controller,
+    Expectations,
+    Key,
+    controller_of,
+    ignore_not_found,
+    key_of,
+    owned_pod_handler,
+    owner_key,
+    uid_of,
+)
 from .history import (
     REVISION_HASH_LABEL,
     is_finished,
@@ -266,10 +276,6 @@ def set_status(
 # the controller
 
 
-def _skey(ns: str, name: str) -> str:
-    return f"{ns}/{name}"
-
-
 class StatefulSetController(Controller):
     name = "statefulset"
     workers = 2
@@ -286,21 +292,8 @@ class StatefulSetController(Controller):
         self.pods.add_index(OWNER_UID_INDEX, owner_uid_index)
         self.revisions.add_index(OWNER_UID_INDEX, owner_uid_index)
         self.sets.add_handler(lambda old, new: self.queue.add(key_of(new or old or {})))
-        self.pods.add_handler(self._on_pod)
+        self.pods.add_handler(owned_pod_handler("StatefulSet", self.expectations, self.queue.add))
         self.revisions.add_handler(self._on_owned)
-
-    def _on_pod(self, old: Obj | None, new: Obj | None) -> None:
-        pod = new or old or {}
-        ref = controller_of(pod)
-        if ref is None or ref.get("kind") != "StatefulSet":
-            return
-        ns = (pod.get("metadata") or {}).get("namespace") or ""
-        skey = _skey(ns, ref.get("name", ""))
-        if old is None and new is not None:
-            self.expectations.creation_observed(skey)
-        if new is None or (is_terminating(new) and not (old is not None and is_terminating(old))):
-            self.expectations.deletion_observed(skey, uid_of(pod))
-        self.queue.add((ns, ref.get("name", "")))
 
     def _on_owned(self, old: Obj | None, new: Obj | None) -> None:
         obj = new or old or {}
@@ -310,7 +303,7 @@ class StatefulSetController(Controller):
 
     async def reconcile(self, key: Key) -> float | None:
         ns, name = key
-        skey = _skey(ns, name)
+        skey = owner_key(ns, name)
         sts = self.sets.get(ns, name)
         if sts is None:
             self.expectations.forget(skey)
