@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import yaml
 
@@ -132,33 +132,21 @@ def create_ca(common_name: str = "kubeedge-ca") -> KeyPair:
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def issue(
-    ca: KeyPair,
-    common_name: str,
-    *,
-    organizations: Iterable[str] = (),
-    dns_names: Iterable[str] = (),
-    ip_addresses: Iterable[str] = (),
-    server: bool = False,
-    client: bool = False,
-    validity: dt.timedelta = CERT_VALIDITY,
-) -> KeyPair:
+class CertProfile(TypedDict, total=False):
+    """What a certificate says besides its name: the keyword arguments of ``sign_public_key``."""
+
+    organizations: Iterable[str]
+    dns_names: Iterable[str]
+    ip_addresses: Iterable[str]
+    server: bool
+    client: bool
+    validity: dt.timedelta
+
+
+def issue(ca: KeyPair, common_name: str, **profile: Unpack[CertProfile]) -> KeyPair:
     """Sign a fresh key for `common_name`; organizations become groups for client certificates."""
     key = generate_key()
-    return KeyPair(
-        sign_public_key(
-            ca,
-            key.public_key(),
-            common_name,
-            organizations=organizations,
-            dns_names=dns_names,
-            ip_addresses=ip_addresses,
-            server=server,
-            client=client,
-            validity=validity,
-        ),
-        _key_pem(key),
-    )
+    return KeyPair(sign_public_key(ca, key.public_key(), common_name, **profile), _key_pem(key))
 
 
 def sign_public_key(
