@@ -518,3 +518,43 @@ async def test_kill9_controllers_mid_rollout(apiserver_factory: type[ApiServerPr
         proc.kill()
         proc.wait(10)
         await kc.close()
+
+
+async def test_template_changed_twice_quickly_gets_a_replicaset_per_revision(
+    env: tuple[ApiServerProc, KubeClient, str],
+) -> None:
+    """Pods that never become ready (no kubelet here) must not stop a newer template from getting its
+    ReplicaSet: each quick template change makes the new ReplicaSet at once, as upstream."""
+    _, kc, ns = env
+    dep = {
+        "metadata": {"name": "quick"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "quick"}},
+            "template": {
+                "metadata": {"labels": {"app": "quick"}},
+                "spec": {"containers": [{"name": "c", "image": "img:1"}]},
+            },
+        },
+    }
+    await kc.create(DEPLOYMENTS, dep, ns)
+    for image in ("img:2", "img:3"):
+        await kc.patch(
+            DEPLOYMENTS,
+            "quick",
+            {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": image}]}}}},
+            ns,
+        )
+
+    async def all_three() -> set[str] | None:
+        images = {
+            rs["spec"]["template"]["spec"]["containers"][0]["image"]
+            for rs in await replicasets(kc, ns)
+            if rs["metadata"]["name"].startswith("quick-")
+        }
+        d = await kc.get(DEPLOYMENTS, "quick", ns)
+        done = (d.get("status") or {}).get("observedGeneration") == d["metadata"]["generation"]
+        return images if done and "img:3" in images else None
+
+    images = await wait_for(all_three, deadline_s=20, what="a ReplicaSet for the third template")
+    assert images is not None and "img:3" in images
