@@ -646,7 +646,7 @@ async def edgecore_rss(cc: CloudCore, kc: KubeClient, base: Path) -> dict[str, A
                 "websocket": {"server": f"127.0.0.1:{cc.ws_port}"},
                 "token": token,
             },
-            "edged": {"hostnameOverride": name},
+            "edged": {"hostnameOverride": name, "enable": False},
             "metaManager": {"metaServer": {"server": f"127.0.0.1:{free_port()}"}},
         },
     }

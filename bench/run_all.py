@@ -22,6 +22,7 @@ BENCHES = [
     "bench_schedule.py",
     "bench_deployment.py",
     "bench_hollow.py",
+    "bench_pods.py",
 ]
 
 

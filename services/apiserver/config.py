@@ -12,6 +12,8 @@ import yaml
 
 from kubeedge.store import StoreConfig
 
+_PATHS = ("data_dir", "manifests_dir", "node_stream_cert", "node_stream_key", "node_stream_ca")
+
 
 @dataclass(frozen=True)
 class ApiServerConfig:
@@ -41,6 +43,13 @@ class ApiServerConfig:
     event_ttl: float = 3600.0
     log_level: str = "INFO"
     store: StoreConfig = field(default_factory=StoreConfig)
+    # Where pods/log, exec, attach and portforward go: a node stream server (cloudcore's cloudstream,
+    # https://HOST:10003). Empty: those answer 503. Without node_stream_cert/key the server issues its
+    # own client certificate from its CA; node_stream_ca defaults to its CA.
+    node_stream_url: str = ""
+    node_stream_cert: Path | None = None
+    node_stream_key: Path | None = None
+    node_stream_ca: Path | None = None
 
     def __post_init__(self) -> None:
         host, _, port = self.listen.rpartition(":")
@@ -86,7 +95,7 @@ class ApiServerConfig:
                 raise ValueError(f"unknown apiserver setting {k!r} (known: {', '.join(sorted(known))})")
             if name == "store":
                 kw[name] = StoreConfig(**v)
-            elif name in ("data_dir", "manifests_dir") and v is not None:
+            elif name in _PATHS and v is not None:
                 kw[name] = Path(v)
             elif name == "cert_sans":
                 kw[name] = tuple(v)

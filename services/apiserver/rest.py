@@ -52,13 +52,17 @@ from .selectors import FieldSelector, LabelSelector, SelectorError, supported_fi
 from .watchstream import serve_watch
 
 if TYPE_CHECKING:
+    from .podstreams import PodStreams
     from .satokens import ServiceAccountTokens
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 JSON = "application/json"
-_NOT_ON_THIS_NODE = "not implemented on this node: the edge agent that serves pod {} is not available"
+_NOT_ON_THIS_NODE = (
+    "not available here: this API server has no node stream server to reach the node of pod {} "
+    "(cloudcore with modules.cloudStream.enable serves one)"
+)
 _STREAMING_SUBRESOURCES = frozenset({"log", "exec", "attach", "portforward"})
 # protobuf.PROTOBUF, spelled here so that recognising the media type does not load the codec.
 _PROTOBUF = "application/vnd.kubernetes.protobuf"
@@ -195,6 +199,8 @@ class ResourceApi:
         self.after_write: dict[str, list[Callable[[str, Obj], None]]] = {}
         # Issues serviceaccounts/<name>/token (set by the server, which owns the signing key).
         self.sa_tokens: ServiceAccountTokens | None = None
+        # Proxies pods/log, exec, attach and portforward to the nodes (set by the server when configured).
+        self.pod_streams: PodStreams | None = None
 
     # ---- request plumbing -------------------------------------------------------------------
 
@@ -281,15 +287,25 @@ class ResourceApi:
     # ---- reads ------------------------------------------------------------------------------
 
     async def get(self, t: Target, request: web.Request, ident: Identity | None) -> web.StreamResponse:
+        if t.info.key == "pods" and t.subresource in _STREAMING_SUBRESOURCES:
+            return await self.pod_stream(t, request, ident)
         self.authorize(ident, Attributes("get", t.info, t.namespace, t.name, t.subresource))
         rec = self._load(t)
         if t.subresource == "scale":
             return json_response(_scale_of(t.info, rec.obj))
-        if t.subresource in _STREAMING_SUBRESOURCES:
-            raise service_unavailable(_NOT_ON_THIS_NODE.format(t.name))
         if t.subresource not in ("", "status"):
             raise method_not_allowed()
         return json_response(self._dump(t.info, rec, negotiate(request.headers.get("Accept", ""))))
+
+    async def pod_stream(self, t: Target, request: web.Request, ident: Identity | None) -> web.StreamResponse:
+        """pods/log, exec, attach, portforward: proxied to the pod's node (podstreams.py) when a node
+        stream server is configured; the edge's MetaServer has none."""
+        if self.pod_streams is not None:
+            return await self.pod_streams.serve(t, request, ident)
+        verb = "get" if t.subresource == "log" else "create"
+        self.authorize(ident, Attributes(verb, t.info, t.namespace, t.name, t.subresource))
+        self._load(t)
+        raise service_unavailable(_NOT_ON_THIS_NODE.format(t.name))
 
     def _load(self, t: Target) -> Record:
         try:
@@ -383,10 +399,7 @@ class ResourceApi:
 
     async def create(self, t: Target, request: web.Request, ident: Identity | None) -> web.StreamResponse:
         if t.info.key == "pods" and t.subresource in _STREAMING_SUBRESOURCES:
-            # exec/attach/portforward over SPDY are POSTs with no body; they need the edge agent.
-            self.authorize(ident, Attributes("create", t.info, t.namespace, t.name, t.subresource))
-            self._load(t)
-            raise service_unavailable(_NOT_ON_THIS_NODE.format(t.name))
+            return await self.pod_stream(t, request, ident)  # exec/attach/portforward over SPDY
         body = await self.read_body(request)
         obj = self.decode_body(body, request.content_type if request.body_exists else "", _expect(t))
         q = request.query

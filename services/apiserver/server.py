@@ -120,6 +120,10 @@ class ApiServer(ApiRoutes):
         self.sa_tokens = ServiceAccountTokens(self.store, config.data_dir, config.cluster_domain)
         self.api.sa_tokens = self.sa_tokens
         self.tokens.checkers.append(self.sa_tokens.authenticate)
+        if config.node_stream_url:
+            from .podstreams import PodStreams
+
+            self.api.pod_streams = PodStreams(self.api, config)
         self.crds = CrdServing(self.registry)
         self._runner: web.AppRunner | None = None
         self.tasks = Supervisor("apiserver")

@@ -15,7 +15,9 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry
 
 from kubeedge.apiserver.config import ApiServerConfig
 from kubeedge.apiserver.server import ApiServer
@@ -90,6 +92,7 @@ class CloudCore:
         self.bootstrap: BootstrapServer | None = None
         self.metrics: MetricsServer | None = None
         self.events: ObservedEvents | None = None
+        self.cloudstream: Any = None  # cloudstream.CloudStream when modules.cloudStream.enable
         # Listeners currently serving (for /healthz); emptied as soon as stop() begins.
         self._serving: set[str] = set()
         # Teardown steps in start order; stop() runs them reversed, each even if another failed.
@@ -134,6 +137,7 @@ class CloudCore:
                     listen=cfg.embedded.listen,
                     controllers=cfg.embedded.controllers,
                     log_level=cfg.log_level.upper(),
+                    node_stream_url=_stream_url(cfg),
                 )
             )
             self.apiserver = api
@@ -227,11 +231,36 @@ class CloudCore:
         self._teardown.append(("bootstrap", boot.stop))
         self._serving.add("bootstrap")
 
+        if cfg.modules.cloud_stream.enable:
+            await self._start_cloudstream(serving, registry)
+
         registry.register(CloudCoreCollector(hub.stats, self._syncs))
         metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port, registry, self.health)
         await metrics.start()
         self.metrics = metrics
         self._teardown.append(("metrics", metrics.stop))
+
+    async def _start_cloudstream(self, serving: certs.KeyPair, registry: CollectorRegistry) -> None:
+        from .cloudstream import CloudStream, CloudStreamConfig
+
+        assert self.ca is not None
+        cs = self.config.modules.cloud_stream
+        stream = CloudStream(
+            CloudStreamConfig(
+                tunnel_host=cs.tunnel_address,
+                tunnel_port=cs.tunnel_port,
+                stream_host=cs.stream_address,
+                stream_port=cs.stream_port,
+                max_streams_per_node=cs.max_streams_per_node,
+            ),
+            self.ca,
+            serving,
+            registry,
+        )
+        await stream.start()
+        self.cloudstream = stream
+        self._teardown.append(("cloudstream", stream.stop))
+        self._serving.add("cloudstream")
 
     async def stop(self) -> None:
         self._serving.clear()
@@ -283,6 +312,15 @@ class CloudCore:
             f"Kubernetes API: {api} (admin kubeconfig: {self.kubeconfig_path})",
             f"bootstrap token in {self.token_path} (print it with: keadm gettoken --data-dir {self.data_dir})",
         ]
+
+
+def _stream_url(config: CloudCoreConfig) -> str:
+    """Where the embedded API server reaches cloudstream's stream server ('' when it is off)."""
+    cs = config.modules.cloud_stream
+    if not cs.enable:
+        return ""
+    host = "127.0.0.1" if cs.stream_address in ("0.0.0.0", "::") else cs.stream_address
+    return f"https://{host if ':' not in host else f'[{host}]'}:{cs.stream_port}"
 
 
 class _NoEvents:

@@ -144,10 +144,35 @@ class EdgeControllerSettings:
 
 
 @dataclass(frozen=True)
+class CloudStreamSettings:
+    """kubectl logs/exec/attach/port-forward to edge pods (KubeEdge's modules.cloudStream)."""
+
+    enable: bool = field(default=False, metadata=_key("enable"))
+    # Edges dial this (mTLS, node certificates) and keep it open; streams run inside.
+    tunnel_address: str = field(default="0.0.0.0", metadata=_key("tunnelAddress"))
+    tunnel_port: int = field(default=10004, metadata=_key("tunnelPort"))
+    # The kubelet-style server the API server proxies to (mTLS, the API server's client certificate).
+    stream_address: str = field(default="127.0.0.1", metadata=_key("streamAddress"))
+    stream_port: int = field(default=10003, metadata=_key("streamPort"))
+    max_streams_per_node: int = field(default=64, metadata=_key("maxStreamsPerNode"))
+
+    def __post_init__(self) -> None:
+        _check_address(self.tunnel_address, "cloudStream.tunnelAddress")
+        _check_address(self.stream_address, "cloudStream.streamAddress")
+        _check_port(self.tunnel_port, "cloudStream.tunnelPort")
+        _check_port(self.stream_port, "cloudStream.streamPort")
+        if self.max_streams_per_node < 1:
+            raise ConfigError("cloudStream.maxStreamsPerNode must be >= 1")
+
+
+@dataclass(frozen=True)
 class Modules:
     cloud_hub: CloudHubSettings = field(default_factory=CloudHubSettings, metadata=_key("cloudHub"))
     edge_controller: EdgeControllerSettings = field(
         default_factory=EdgeControllerSettings, metadata=_key("edgeController")
+    )
+    cloud_stream: CloudStreamSettings = field(
+        default_factory=CloudStreamSettings, metadata=_key("cloudStream")
     )
 
 

@@ -20,10 +20,10 @@ import orjson
 
 from kubeedge.beehive import Message
 from kubeedge.beehive.apirequest import ApiReply, ApiRequest
-from kubeedge.beehive.message import OP_ERROR, OP_QUERY, RT_NODEPATCH
+from kubeedge.beehive.message import OP_ERROR, OP_PATCH, OP_QUERY, RT_NODEPATCH, RT_PODPATCH
 from kubeedge.pki import certs, client, tokens
 from kubeedge.runtime import Supervisor
-from kubeedge.store import Store
+from kubeedge.store import Store, StoreError
 
 from .config import EdgeCoreConfig
 from .edgehub import EdgeHub, EdgeHubConfig
@@ -116,6 +116,8 @@ class EdgeCore:
         self.agent: NodeAgent | None = None
         self.metaserver: MetaServer | None = None
         self.edged: Any = None  # edged.manager.Edged when modules.edged.enable (imported only then)
+        self.edgestream: Any = None  # edgestream.EdgeStream when modules.edgeStream.enable
+        self.cri: Any = None  # edged's CriClient, shared with the node facts and image GC
         self._ca_pem = b""
         self._cert: certs.KeyPair | None = None
         self.stopped = asyncio.Event()
@@ -146,6 +148,7 @@ class EdgeCore:
         self.hub = EdgeHub(hub_cfg, self._ca_pem, self._cert, self._route, on_connected=self._on_connected)
         self.meta = MetaManager(self.store, self.hub, node_name=self.node_name)
         upstream = self.upstream
+        node_facts = self._node_facts() if cfg.edged.enable else None
         self.agent = NodeAgent(
             self.node_name,
             cfg.edged.node_labels,
@@ -158,7 +161,10 @@ class EdgeCore:
                 node_ip=cfg.edged.node_ip,
                 data_dir=cfg.data_path,
                 register=cfg.edged.register_node,
+                system_reserved=cfg.edged.system_reserved,
+                kube_reserved=cfg.edged.kube_reserved,
             ),
+            extra=node_facts,
         )
         hub, meta, agent = self.hub, self.meta, self.agent
         self.sup.spawn(hub.run, "edgehub")
@@ -167,6 +173,8 @@ class EdgeCore:
         self.sup.spawn(agent.run, "nodeagent")
         if cfg.edged.enable:
             self._start_edged()
+        if cfg.edge_stream.enable:
+            self._start_edgestream()
         if ms_cfg is not None:
             self.metaserver = MetaServer(self.store, ms_cfg, forward=self.forward_write)
             self.sup.spawn(self.metaserver.run, "metaserver")
@@ -174,18 +182,29 @@ class EdgeCore:
             self.sup.spawn(self._rotation_loop, "cert-rotation")
         log.info("edgecore %s started (data %s)", self.node_name, cfg.data_dir)
 
-    def _start_edged(self) -> None:
+    def _node_facts(self) -> Any:
         # Imported here: grpc is most of an idle edgecore's memory, and only pods need it.
+        from .edged.cri import CriClient
+        from .edged.nodeinfo import NodeFacts
+
+        self.cri = CriClient(self.config.edged.runtime_endpoint)
+        return NodeFacts(self.cri, nodefs=self.config.data_path)
+
+    def _start_edged(self) -> None:
         from .edged.config import EdgedConfig
+        from .edged.images import ImageGC, ImageGCPolicy
         from .edged.manager import Edged
+        from .edged.tokens import TokenManager
+        from .edged.volumes import VolumeManager
         from .nodeagent import LinuxHost
 
-        assert self.store is not None and self.upstream is not None
-        cfg, upstream = self.config, self.upstream
+        assert self.store is not None and self.upstream is not None and self.cri is not None
+        cfg = self.config
         ed = cfg.edged
+        volumes = VolumeManager(cfg.edged_root)
         self.edged = Edged(
             self.store,
-            lambda res, op, content, group: upstream.put(res, op, content, group=group),
+            self._edged_upstream,
             EdgedConfig(
                 node_name=self.node_name,
                 runtime_endpoint=ed.runtime_endpoint,
@@ -196,9 +215,56 @@ class EdgeCore:
                 cgroup_parent=ed.cgroup_root,
                 node_ip=ed.node_ip or next(iter(LinuxHost().ipv4_addresses()), ""),
             ),
+            cri=self.cri,
+            volumes=volumes,
+            tokens=TokenManager(self.forward_write, volumes.pod_dir),
         )
         # Edged waits (and says so in the log) while the runtime is unreachable; the rest keeps serving.
         self.sup.spawn(self.edged.run, "edged")
+        gc = ImageGC(
+            self.cri,
+            policy=ImageGCPolicy(
+                high_threshold_percent=ed.image_gc_high_threshold,
+                low_threshold_percent=ed.image_gc_low_threshold,
+            ),
+        )
+        self.sup.spawn(gc.run, "image-gc")
+
+    def _start_edgestream(self) -> None:
+        from .edgestream import EdgeStream, EdgeStreamConfig
+
+        assert self.store is not None
+        cfg = self.config
+        stream = EdgeStream(
+            EdgeStreamConfig(
+                server=cfg.stream_server,
+                node_name=self.node_name,
+                node_ip=cfg.edged.node_ip,
+                handshake_timeout=cfg.edge_stream.handshake_timeout,
+            ),
+            self._credentials,
+            self.store,
+            lambda: self.edged.cri if self.edged is not None else None,
+        )
+        self.edgestream = stream
+        self.sup.spawn(stream.run, "edgestream")
+
+    def _credentials(self) -> tuple[bytes, certs.KeyPair]:
+        assert self._cert is not None  # the current pair: rotation replaces it for the next dial
+        return self._ca_pem, self._cert
+
+    async def _edged_upstream(self, resource: str, op: str, content: Any, group: str) -> object:
+        """edged's reports: queued for the cloud, and pod statuses also written to the edge store
+        (the MetaServer must show the node's truth, e.g. pod IPs after a restart, while offline)."""
+        assert self.upstream is not None and self.meta is not None
+        queued = await self.upstream.put(resource, op, content, group=group)
+        if op == OP_PATCH and f"/{RT_PODPATCH}/" in resource:
+            ns, _, name = resource.partition(f"/{RT_PODPATCH}/")
+            try:
+                await self.meta.record_pod_status(ns, name, content)
+            except (ValueError, StoreError) as e:
+                log.warning("edgecore: pod %s/%s status not recorded locally: %s", ns, name, e)
+        return queued
 
     async def stop(self) -> None:
         if self.hub is not None:
@@ -206,6 +272,8 @@ class EdgeCore:
         await self.sup.stop()
         if self.edged is not None:
             await self.edged.stop()
+        if self.cri is not None:
+            await self.cri.close()
         self.pending.cancel_all()
         if self.upstream is not None:
             await self.upstream.close()

@@ -63,15 +63,21 @@ class EdgedSection:
     register_node: bool = True
     # The Lease is renewed every quarter of its duration (kubelet's rule: 40 s → every 10 s).
     node_lease_duration_seconds: int = 40
-    # Running pods through CRI. Off unless configured: it needs a container runtime, and the gRPC
-    # client it loads costs an otherwise idle edgecore most of its memory footprint.
-    enable: bool = False
+    # Running pods through CRI (KubeEdge's default: on). A node without a container runtime sets it
+    # false: the node then reports NotReady otherwise, and the gRPC client costs ~15 MB of RSS.
+    enable: bool = True
     runtime_endpoint: str = "unix:///run/containerd/containerd.sock"
     root_directory: str = ""  # default <dataDir>/edged (pods' volumes)
     pod_logs_dir: str = "/var/log/pods"
     cluster_dns: tuple[str, ...] = ()
     cluster_domain: str = "cluster.local"
     cgroup_root: str = "/kubeedge"  # pods' cgroups live below it (cgroupfs)
+    # Quantities by resource name; allocatable = capacity minus both (kubelet's systemReserved/kubeReserved).
+    system_reserved: dict[str, str] = field(default_factory=dict)
+    kube_reserved: dict[str, str] = field(default_factory=dict)
+    # Image GC: collect at this disk usage (percent) down to the low mark; KubeEdge's defaults.
+    image_gc_high_threshold: int = 80
+    image_gc_low_threshold: int = 40
 
 
 @dataclass(frozen=True)
@@ -81,12 +87,22 @@ class MetaServerSection:
 
 
 @dataclass(frozen=True)
+class EdgeStreamSection:
+    """The stream tunnel to cloudstream for kubectl logs/exec/attach/port-forward (KubeEdge's edgeStream)."""
+
+    enable: bool = False
+    server: str = ""  # <cloud>:10004; default: the edgeHub websocket host, port 10004
+    handshake_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class EdgeCoreConfig:
     data_dir: str = DEFAULT_DATA_DIR
     data_source: str = ""  # default <dataDir>/edgecore.db
     edge_hub: EdgeHubSection = field(default_factory=EdgeHubSection)
     edged: EdgedSection = field(default_factory=EdgedSection)
     meta_server: MetaServerSection = field(default_factory=MetaServerSection)
+    edge_stream: EdgeStreamSection = field(default_factory=EdgeStreamSection)
 
     def __post_init__(self) -> None:
         hub, ed = self.edge_hub, self.edged
@@ -124,11 +140,22 @@ class EdgeCoreConfig:
             )
         if ed.enable and not ed.runtime_endpoint.startswith(("unix:", "/")):
             raise ConfigError(f"modules.edged.runtimeEndpoint {ed.runtime_endpoint!r} is not a unix socket")
+        if not 0 <= ed.image_gc_low_threshold <= ed.image_gc_high_threshold <= 100:
+            raise ConfigError(
+                "modules.edged image GC thresholds: need 0 <= imageGCLowThreshold <= imageGCHighThreshold <= 100"
+            )
+        for which, reserved in (("systemReserved", ed.system_reserved), ("kubeReserved", ed.kube_reserved)):
+            if reserved:
+                _check_quantities(reserved, f"modules.edged.tailoredKubeletConfig.{which}")
         for k, v in ed.node_labels.items():
             if not isinstance(k, str) or not isinstance(v, str) or not k:
                 raise ConfigError(f"modules.edged.nodeLabels: {k!r}: {v!r} is not a string label")
         if self.meta_server.enable:
             _host_port(self.meta_server.server, "modules.metaManager.metaServer.server")
+        if self.edge_stream.enable:
+            _host_port(self.stream_server, "modules.edgeStream.server")
+            if self.edge_stream.handshake_timeout <= 0:
+                raise ConfigError("modules.edgeStream.handshakeTimeout must be positive")
 
     # ---- derived values ------------------------------------------------------------------------
 
@@ -169,12 +196,32 @@ class EdgeCoreConfig:
         return _host_port(self.edge_hub.websocket_server, "modules.edgeHub.websocket.server")
 
     @property
+    def stream_server(self) -> str:
+        """cloudstream's tunnel address: configured, or the edgeHub websocket host on port 10004."""
+        if self.edge_stream.server:
+            return self.edge_stream.server
+        host = self.cloud_ws[0]
+        return f"[{host}]:10004" if ":" in host else f"{host}:10004"
+
+    @property
     def cloud_http(self) -> tuple[str, int] | None:
         if not self.edge_hub.http_server:
             return None
         u = urlsplit(self.edge_hub.http_server)
         assert u.hostname is not None
         return u.hostname, u.port or 10002
+
+
+def _check_quantities(values: dict[str, str], where: str) -> None:
+    # Imported only when something is reserved: most edge nodes never need the quantity parser.
+    from kubeedge.kube.quantity import parse_quantity
+
+    for name, q in values.items():
+        try:
+            if parse_quantity(q) < 0:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"{where}.{name}: {q!r} is not a non-negative quantity") from None
 
 
 def _host_port(value: str, where: str) -> tuple[str, int]:
@@ -295,6 +342,19 @@ def from_dict(doc: Any) -> EdgeCoreConfig:
     cluster_domain = kubelet.get("clusterDomain", str, ed.get("clusterDomain", str, de.cluster_domain))
     cgroup_root = kubelet.get("cgroupRoot", str, de.cgroup_root) or de.cgroup_root
     pod_logs_dir = kubelet.get("podLogsDir", str, de.pod_logs_dir)
+    system_reserved = kubelet.get("systemReserved", dict, {})
+    kube_reserved = kubelet.get("kubeReserved", dict, {})
+    # KubeEdge >= 1.15 spells these as the kubelet does; older edgecore.yaml had them on edged itself.
+    gc_high = kubelet.get(
+        "imageGCHighThresholdPercent", int, ed.get("imageGCHighThreshold", int, de.image_gc_high_threshold)
+    )
+    gc_low = kubelet.get(
+        "imageGCLowThresholdPercent", int, ed.get("imageGCLowThreshold", int, de.image_gc_low_threshold)
+    )
+    for which, reserved in (("systemReserved", system_reserved), ("kubeReserved", kube_reserved)):
+        for k, v in reserved.items():
+            if not isinstance(v, (str, int)) or isinstance(v, bool):
+                raise ConfigError(f"modules.edged.tailoredKubeletConfig.{which}.{k}: {v!r} is not a quantity")
     kubelet.done()
     flags.done()
     edged = EdgedSection(
@@ -312,6 +372,10 @@ def from_dict(doc: Any) -> EdgeCoreConfig:
         cluster_dns=tuple(cluster_dns),
         cluster_domain=cluster_domain,
         cgroup_root=cgroup_root,
+        system_reserved={str(k): str(v) for k, v in system_reserved.items()},
+        kube_reserved={str(k): str(v) for k, v in kube_reserved.items()},
+        image_gc_high_threshold=gc_high,
+        image_gc_low_threshold=gc_low,
     )
     ed.done()
 
@@ -324,10 +388,23 @@ def from_dict(doc: Any) -> EdgeCoreConfig:
     )
     ms.done()
     mm.done()
+    es = modules.sub("edgeStream")
+    des = EdgeStreamSection()
+    edge_stream = EdgeStreamSection(
+        enable=es.get("enable", bool, des.enable),
+        server=es.get("server", str, des.server),
+        handshake_timeout=es.num("handshakeTimeout", des.handshake_timeout),
+    )
+    es.done()
     modules.done()
     root.done()
     return EdgeCoreConfig(
-        data_dir=data_dir, data_source=data_source, edge_hub=edge_hub, edged=edged, meta_server=meta_server
+        data_dir=data_dir,
+        data_source=data_source,
+        edge_hub=edge_hub,
+        edged=edged,
+        meta_server=meta_server,
+        edge_stream=edge_stream,
     )
 
 

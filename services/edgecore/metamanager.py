@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import orjson
+
 from kubeedge.beehive import (
     DecodeError,
     KindInfo,
@@ -101,6 +103,8 @@ def storage_key(info: KindInfo) -> str:
     """The API server's storage key: plural, group-qualified outside the core group."""
     return f"{info.plural}.{info.group}" if info.group else info.plural
 
+
+_POD_KEY: Final = "pods"  # storage_key of the pod kind
 
 META_VIEW: Final = "meta"
 
@@ -346,6 +350,32 @@ class MetaManager:
         return True
 
     # ---- reads ------------------------------------------------------------------------------------
+
+    async def record_pod_status(self, namespace: str, name: str, patch: Any) -> bool:
+        """Apply edged's status patch (a JSON merge patch ``{"status": ...}``, as text or object) to
+        the stored pod as well: local readers (the MetaServer, EdgeMesh) see what the node runs — new
+        pod IPs after a restart — while the cloud is away. The cloud's resourceVersion annotation is
+        kept, so staleness checks and the inventory are unchanged; the cloud's next copy replaces this.
+        False when the pod is not stored (deleted meanwhile)."""
+        from kubeedge.apiserver.patch import json_merge_patch  # write path only: kept off idle imports
+
+        body = orjson.loads(patch) if isinstance(patch, str | bytes) else patch
+        status = body.get("status") if isinstance(body, dict) else None
+        if not isinstance(status, dict):
+            raise ValueError("a pod status patch must be an object with a status object")
+
+        def mutate(cur: Obj) -> Obj | None:
+            merged = json_merge_patch(cur.get("status") or {}, status)
+            if merged == cur.get("status"):
+                return None  # nothing new: no write, no watch event
+            return {**cur, "status": merged}
+
+        key = _POD_KEY
+        try:
+            await self.store.guaranteed_update(key, namespace, name, mutate)
+        except NotFound:
+            return False
+        return True
 
     async def query(self, msg: Message) -> Message:
         """Answer ``<ns>/<type>/<name>`` (configmap, secret, ...) from the store: how edged reads what

@@ -303,6 +303,9 @@ def cloudcore_config(
 ) -> cc_config.CloudCoreConfig:
     doc = cc_config.CloudCoreConfig(data_dir=data_dir).to_document()
     doc["modules"]["cloudHub"]["advertiseAddress"] = list(advertise)
+    # kubectl logs/exec/port-forward to edge pods: on for clusters keadm sets up (KubeEdge's own
+    # default is off, and its users then have to find the switch).
+    doc["modules"]["cloudStream"]["enable"] = True
     doc["kubeAPIConfig"]["kubeConfig"] = kube_config
     try:
         doc = cc_config.apply_overrides(doc, overrides)
@@ -320,6 +323,7 @@ def edgecore_document(
     token: str,
     node_name: str,
     labels: dict[str, str],
+    runtime_endpoint: str = DEFAULT_RUNTIME_ENDPOINT,
 ) -> dict[str, Any]:
     host = f"[{cloud_host}]" if ":" in cloud_host else cloud_host
     return {
@@ -333,8 +337,15 @@ def edgecore_document(
                 "websocket": {"server": f"{host}:{hub_port}"},
                 "token": token,
             },
-            "edged": {"hostnameOverride": node_name, "nodeLabels": labels},
+            "edged": {
+                "enable": True,
+                "hostnameOverride": node_name,
+                "nodeLabels": labels,
+                "runtimeEndpoint": runtime_endpoint,
+            },
             "metaManager": {"metaServer": {"enable": True, "server": DEFAULT_META_SERVER}},
+            # The stream tunnel for kubectl logs/exec (to <cloud>:10004 unless --set otherwise).
+            "edgeStream": {"enable": True},
         },
     }
 
@@ -373,6 +384,10 @@ def cmd_init(a: argparse.Namespace) -> int:
         (f"{hub.https.address}:{hub.https.port}", "modules.cloudHub.https.port"),
         (config.metrics.address, "metrics.address"),
     ]
+    cs = config.modules.cloud_stream
+    if cs.enable:
+        ports.append((f"{cs.tunnel_address}:{cs.tunnel_port}", "modules.cloudStream.tunnelPort"))
+        ports.append((f"{cs.stream_address}:{cs.stream_port}", "modules.cloudStream.streamPort"))
     if config.embedded_api:
         ports.append((config.embedded.listen, "embedded.listen"))
     for address, setting in ports:
@@ -481,6 +496,7 @@ def cmd_join(a: argparse.Namespace) -> int:
         raise UsageError(
             f"--edgenode-name {name!r} is not a DNS-1123 name (lower-case letters, digits, '-', '.')"
         )
+    unix_socket_path(a.runtime_endpoint)  # a usage error now, not a config error in the daemon's log
     data_dir = Path(a.data_dir).resolve()
     d = Daemon("edgecore", data_dir)
     pid = running_pid(d)
@@ -494,6 +510,7 @@ def cmd_join(a: argparse.Namespace) -> int:
         token=a.token.strip(),
         node_name=name,
         labels=_parse_labels(a.labels or ""),
+        runtime_endpoint=a.runtime_endpoint,
     )
     doc, config = edgecore_config(doc, a.set)
     if config.meta_server.enable:
@@ -676,6 +693,11 @@ def parser() -> argparse.ArgumentParser:
     join.add_argument("--labels", default="", metavar="K=V,...", help="node labels")
     join.add_argument("--certport", type=int, default=DEFAULT_CERT_PORT, help="bootstrap port (10002)")
     join.add_argument("--data-dir", default=str(EDGE_DATA_DIR), help=f"state directory ({EDGE_DATA_DIR})")
+    join.add_argument(
+        "--runtime-endpoint",
+        default=DEFAULT_RUNTIME_ENDPOINT,
+        help=f"the CRI socket edged runs pods through ({DEFAULT_RUNTIME_ENDPOINT})",
+    )
     _add_run_mode(join)
     join.set_defaults(func=cmd_join)
 

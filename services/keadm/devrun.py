@@ -1,9 +1,11 @@
-"""``keadm dev-run``: what ``make run`` runs. cloudcore (embedded API server and controllers) and a
-local edgecore joined as this machine's node, both as child processes, in the foreground.
+"""``keadm dev-run``: what ``make run`` runs. A project-owned containerd (devruntime.py), cloudcore
+(embedded API server and controllers) and a local edgecore joined as this machine's node with edged
+running pods on that containerd, all as child processes, in the foreground.
 
-Shutdown is one designed path: on SIGINT/SIGTERM (or when either child dies) edgecore is stopped
-first, so its last status goes out while the cloud still listens, then cloudcore. The children run
-in their own sessions so a terminal's Ctrl-C reaches only this process, which orders the stop.
+Shutdown is one designed path: on SIGINT/SIGTERM (or when a child dies) edgecore is stopped first, so
+its last status goes out while the cloud still listens, then the pods and containerd, then cloudcore.
+The children run in their own sessions so a terminal's Ctrl-C reaches only this process, which orders
+the stop.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import yaml
 from kubeedge.kube import NODES, KubeClient, KubeConfig, NotFound
 
 from . import cli
+from .devruntime import APP_IMAGE, DEFAULT_POD_CIDR, DevRuntime, DevRuntimeError
 
 # Bounds on each start-up step; the embedded API server and the informer sync dominate the first.
 CLOUD_READY_TIMEOUT: Final = 120.0
@@ -40,8 +43,20 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--hub-port", type=int, default=10000, help="cloudhub websocket port (10000)")
     p.add_argument("--cert-port", type=int, default=10002, help="bootstrap (certificate) port (10002)")
     p.add_argument("--metrics-address", default="127.0.0.1:10010", help="cloudcore metrics/healthz")
+    p.add_argument("--tunnel-port", type=int, default=10004, help="stream tunnel port for logs/exec (10004)")
+    p.add_argument("--stream-port", type=int, default=10003, help="cloudstream's API-facing port (10003)")
     p.add_argument("--meta-server", default=cli.DEFAULT_META_SERVER, help="edgecore MetaServer address")
     p.add_argument("--advertise-address", help="address other edges dial (default: primary IP)")
+    p.add_argument(
+        "--runtime-endpoint",
+        help="run pods on this CRI socket instead of a containerd of our own under <data-dir>/containerd",
+    )
+    p.add_argument(
+        "--pod-cidr", default=DEFAULT_POD_CIDR, help=f"our containerd's pod network ({DEFAULT_POD_CIDR})"
+    )
+    p.add_argument(
+        "--keep-pods", action="store_true", help="on exit, leave pods running (the next run adopts them)"
+    )
     p.set_defaults(func=lambda a: asyncio.run(DevRun(a).run()))
 
 
@@ -102,6 +117,9 @@ class DevRun:
         self.advertise = a.advertise_address or cli.primary_ip()
         self.cloud = Child("cloudcore", self.cloud_dir / "cloudcore.yaml", self.base / "cloudcore.log")
         self.edge = Child("edgecore", self.edge_dir / "edgecore.yaml", self.base / "edgecore.log")
+        self.runtime = DevRuntime(
+            self.base, endpoint=a.runtime_endpoint, pod_cidr=a.pod_cidr, keep_pods=a.keep_pods
+        )
         self.stop = asyncio.Event()
         # Printed relative when under the working directory (make run: .run/admin.kubeconfig).
         self.kubeconfig_shown = os.path.relpath(self.base / "admin.kubeconfig")
@@ -119,6 +137,8 @@ class DevRun:
                 f"metrics.address={a.metrics_address}",
                 f"modules.cloudHub.websocket.port={a.hub_port}",
                 f"modules.cloudHub.https.port={a.cert_port}",
+                f"modules.cloudStream.tunnelPort={a.tunnel_port}",
+                f"modules.cloudStream.streamPort={a.stream_port}",
             ],
         )
 
@@ -132,19 +152,25 @@ class DevRun:
             await self._watch()
             if not self.stop.is_set():
                 code = 1
-        except cli.KeadmError as e:
+        except (cli.KeadmError, DevRuntimeError) as e:
             print(f"keadm dev-run: {e}", file=sys.stderr, flush=True)
             code = 1
         finally:
-            print("stopping edgecore, then cloudcore ...", flush=True)
-            for child in (self.edge, self.cloud):
-                rc = await child.stop()
-                if rc not in (None, 0, -signal.SIGTERM):
-                    print(f"{child.name} exited with {rc} (log: {child.log})", flush=True)
+            print("stopping edgecore, the pods and containerd, then cloudcore ...", flush=True)
+            await self._stop_child(self.edge)
+            for note in await self.runtime.stop(self.edge_dir / "edged"):
+                print(note, flush=True)
+            await self._stop_child(self.cloud)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         print("stopped", flush=True)
         return code
+
+    @staticmethod
+    async def _stop_child(child: Child) -> None:
+        rc = await child.stop()
+        if rc not in (None, 0, -signal.SIGTERM):
+            print(f"{child.name} exited with {rc} (log: {child.log})", flush=True)
 
     async def _start(self) -> None:
         a = self.a
@@ -154,6 +180,8 @@ class DevRun:
             (f"{hub.websocket.address}:{hub.websocket.port}", "--hub-port"),
             (f"{hub.https.address}:{hub.https.port}", "--cert-port"),
             (config.metrics.address, "--metrics-address"),
+            (f"{config.modules.cloud_stream.tunnel_address}:{a.tunnel_port}", "--tunnel-port"),
+            (f"{config.modules.cloud_stream.stream_address}:{a.stream_port}", "--stream-port"),
             (config.embedded.listen, "--api-listen"),
             (a.meta_server, "--meta-server"),
         ):
@@ -163,6 +191,7 @@ class DevRun:
                 raise cli.KeadmError(
                     f"{address} is already in use (another `make run`?); change it with {setting}"
                 ) from None
+        print(await self.runtime.start(), flush=True)
         self.cloud_dir.mkdir(parents=True, exist_ok=True)
         cli.write_private(self.cloud.config, yaml.safe_dump(config.to_document(), sort_keys=False))
         await self.cloud.start()
@@ -182,8 +211,17 @@ class DevRun:
             token=token,
             node_name=self.node,
             labels={},
+            runtime_endpoint=self.runtime.endpoint,
         )
-        doc, _ = cli.edgecore_config(doc, [f"modules.metaManager.metaServer.server={a.meta_server}"])
+        # Pod logs stay with the rest of the run's state rather than in the host's /var/log/pods.
+        doc["modules"]["edged"]["tailoredKubeletConfig"] = {"podLogsDir": str(self.edge_dir / "pod-logs")}
+        doc, _ = cli.edgecore_config(
+            doc,
+            [
+                f"modules.metaManager.metaServer.server={a.meta_server}",
+                f"modules.edgeStream.server=127.0.0.1:{a.tunnel_port}",
+            ],
+        )
         cli.write_private(self.edge.config, yaml.safe_dump(doc, sort_keys=False))
         edge_started = time.time()
         await self.edge.start()
@@ -197,8 +235,14 @@ class DevRun:
                 f"node {self.node} Ready",
                 NODE_READY_TIMEOUT,
             )
-        print(f"Ready: node {self.node} joined; Ctrl-C stops edgecore and cloudcore", flush=True)
+        print(f"Ready: node {self.node} joined; Ctrl-C stops edgecore, its pods and cloudcore", flush=True)
         print(f"try:  .venv/bin/kubectl --kubeconfig {self.kubeconfig_shown} get nodes", flush=True)
+        if not a.runtime_endpoint:
+            print(f"pods run on this machine; the image {APP_IMAGE} (busybox) is there", flush=True)
+        print("import your own images (docker save / OCI archives) with:", flush=True)
+        print(
+            f"  .venv/bin/keadm image import IMAGE.tar --runtime-endpoint {self.runtime.endpoint}", flush=True
+        )
         print("join more edge nodes with:", flush=True)
         print("  " + cli.join_command(self.advertise, hub.websocket.port, hub.https.port, token), flush=True)
 

@@ -122,6 +122,7 @@ def edge_config_doc(
                 "token": token,
             },
             "edged": {
+                "enable": False,  # no container runtime in these tests
                 "hostnameOverride": name,
                 "nodeStatusUpdateFrequency": 1,
                 "nodeStatusReportFrequency": 1,

@@ -107,6 +107,7 @@ class EdgeProc:
                     **({"token": token} if token else {}),
                 },
                 "edged": {
+                    "enable": False,  # no container runtime here
                     "hostnameOverride": NODE,
                     "nodeStatusUpdateFrequency": 1,
                     "nodeStatusReportFrequency": 1,
@@ -432,6 +433,7 @@ async def test_against_cloudcore_process_and_its_restart(cloudcore: CloudCorePro
                 "token": cloudcore.token,
             },
             "edged": {
+                "enable": False,
                 "hostnameOverride": NODE,
                 "nodeStatusUpdateFrequency": 1,
                 "nodeStatusReportFrequency": 1,

@@ -4,27 +4,35 @@ Proves: ``init --detach`` writes cloudcore.yaml and leaves a healthy cloudcore r
 file; ``gettoken`` prints a token ``split_token`` accepts; ``join`` with it brings the Node to Ready;
 a tampered token and a taken port fail at join time with exit 1 and one line saying what to do;
 ``reset --force`` stops both daemons and removes their directories; and ``dev-run`` (``make run``)
-brings up cloudcore and a Ready local node, then stops both children on SIGINT with exit code 0."""
+brings up its own containerd, cloudcore and a Ready local node on which a busybox httpd Deployment
+applied with kubectl runs (and a pod's projected service-account token arrives from the cloud), then on
+SIGINT stops every child, pod shim and the pod bridge with exit code 0."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import ipaddress
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from kubeedge.keadm.devruntime import bridge_for
 from kubeedge.kube import NODES, KubeClient, KubeConfig, NotFound
 from kubeedge.pki import tokens
-from tests.apiserver_proc import ROOT, free_port
+from tests.apiserver_proc import KUBECTL, ROOT, free_port
+from tests.cluster import wait_for
 
 HOST = "127.0.0.1"
 DEADLINE = 60.0
@@ -130,12 +138,19 @@ async def test_init_gettoken_join_reset(cloud: tuple[Path, dict[str, int]], tmp_
         token,
         "--data-dir",
         str(edge),
+        "--runtime-endpoint",
+        "unix:///run/nowhere/containerd.sock",
         "--set",
         f"modules.metaManager.metaServer.server={meta}",
+        # No container runtime here: edged (on by default) would report the node NotReady.
+        "--set",
+        "modules.edged.enable=false",
     )
     assert r.returncode == 0, r.stderr + r.stdout
     assert (edge / "certs" / "server.crt").exists()
     assert (edge / "edgecore.yaml").stat().st_mode & 0o077 == 0  # it holds the token
+    edged = yaml.safe_load((edge / "edgecore.yaml").read_text())["modules"]["edged"]
+    assert edged["runtimeEndpoint"] == "unix:///run/nowhere/containerd.sock" and edged["enable"] is False
     node = await node_ready(data / "apiserver" / "admin.kubeconfig", "keadm-edge-1")
     assert node["metadata"]["labels"]["site"] == "lab"
     edge_pid = pid_of(edge / "edgecore.pid")
@@ -185,6 +200,8 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "nope" in r.stderr
     r = keadm("reset", "--data-dir", str(tmp_path))
     assert r.returncode == 1 and "--data-dir" in r.stderr
+    r = keadm("join", "--cloudcore-ipport", f"{HOST}:1", "--token", token, "--runtime-endpoint", "tcp://h:1")
+    assert r.returncode == 2 and "--runtime-endpoint" in r.stderr
 
 
 def test_init_reports_a_taken_port(tmp_path: Path) -> None:
@@ -197,16 +214,83 @@ def test_init_reports_a_taken_port(tmp_path: Path) -> None:
     assert f"{HOST}:{port} is already in use" in r.stderr and "--set metrics.address" in r.stderr
 
 
-async def test_dev_run_starts_both_and_stops_on_sigint(tmp_path: Path) -> None:
+# The quickstart's Deployment (README), and a pod with a projected service-account token.
+WEB = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: httpd, image: busybox, command: ["httpd", "-f", "-p", "8080"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: tok}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "3600"]
+    volumeMounts: [{name: api, mountPath: /var/run/secrets/tokens}]
+  volumes:
+  - name: api
+    projected: {sources: [{serviceAccountToken: {path: token, audience: vault, expirationSeconds: 600}}]}
+"""
+# Apart from make run's 10.86.0.0/24 and the containerd fixtures' 10.200-239.x.x/24.
+DEV_POD_CIDR = "10.86.250.0/24"
+
+
+def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
+    res = subprocess.run(
+        [KUBECTL, "--kubeconfig", str(kubeconfig), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+async def running_pods(kubeconfig: Path) -> dict[str, dict] | None:
+    """name -> pod once every pod is Running with an IP (None before)."""
+    out = await asyncio.to_thread(kubectl, kubeconfig, "get", "pods", "-o", "json")
+    pods = {p["metadata"]["name"]: p for p in json.loads(out)["items"]}
+    ok = len(pods) == 2 and all(
+        p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP") for p in pods.values()
+    )
+    return pods if ok else None
+
+
+def http_get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+
+def jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+async def test_dev_run_runs_a_deployment_and_stops_everything_on_sigint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
     args = [
-        "--data-dir", str(tmp_path / "run"),
+        "--data-dir", str(run),
         "--node-name", "devrun-node",
         "--api-listen", f"{HOST}:{free_port()}",
         "--hub-port", str(free_port()),
         "--cert-port", str(free_port()),
         "--metrics-address", f"{HOST}:{free_port()}",
+        "--tunnel-port", str(free_port()),
+        "--stream-port", str(free_port()),
         "--meta-server", f"{HOST}:{free_port()}",
         "--advertise-address", HOST,
+        "--pod-cidr", DEV_POD_CIDR,
     ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "kubeedge.keadm", "dev-run", *args,
@@ -224,23 +308,66 @@ async def test_dev_run_starts_both_and_stops_on_sigint(tmp_path: Path) -> None:
                 seen.append((await proc.stdout.readline()).decode())
         out = "".join(seen)
         assert "kubectl --kubeconfig" in out and "--edgenode-name" in out
-        kubeconfig = tmp_path / "run" / "admin.kubeconfig"
+        assert "keadm image import IMAGE.tar --runtime-endpoint unix://" in out
+        kubeconfig = run / "admin.kubeconfig"
         assert kubeconfig.is_symlink()
         await node_ready(kubeconfig, "devrun-node", within=10)
         children = _children(proc.pid)
-        assert len(children) == 2, children
+        assert len(children) == 3, children  # containerd, cloudcore, edgecore
+        edge_doc = yaml.safe_load((run / "edge" / "edgecore.yaml").read_text())
+        socket_path = edge_doc["modules"]["edged"]["runtimeEndpoint"].removeprefix("unix://")
+
+        await asyncio.to_thread(kubectl, kubeconfig, "apply", "-f", "-", input=WEB)
+        pods = await wait_for(lambda: running_pods(kubeconfig), deadline_s=60, what="both pods Running")
+        web = next(p for name, p in pods.items() if name.startswith("web-"))
+        assert web["spec"]["nodeName"] == "devrun-node"
+        assert ipaddress.ip_address(web["status"]["podIP"]) in ipaddress.ip_network(DEV_POD_CIDR)
+        # busybox httpd serves / (its working dir): the pod's own /etc/hostname is its name.
+        got = await asyncio.to_thread(http_get, f"http://{web['status']['podIP']}:8080/etc/hostname")
+        assert got.strip() == web["metadata"]["name"]
+        # kubectl exec and logs reach the pod through the cloud's stream tunnel.
+        name = web["metadata"]["name"]
+        out_exec = await asyncio.to_thread(kubectl, kubeconfig, "exec", name, "--", "cat", "/etc/hostname")
+        assert out_exec.strip() == name
+        await asyncio.to_thread(kubectl, kubeconfig, "logs", name)  # httpd -f logs nothing; must succeed
+
+        # The token the cloud issued on the node's behalf, bound to the pod, in the pod's volume.
+        uid = pods["tok"]["metadata"]["uid"]
+        token_file = (
+            run / "edge" / "edged" / "pods" / uid / "volumes" / "kubernetes.io~projected" / "api" / "token"
+        )
+        claims = jwt_claims(token_file.read_text())
+        assert claims["sub"] == "system:serviceaccount:default:default" and claims["aud"] == ["vault"]
+        assert claims["kubernetes.io"]["pod"]["uid"] == uid
+        assert claims["kubernetes.io"]["node"]["name"] == "devrun-node"
 
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(60):
-            rest = await proc.stdout.read()
+            rest = (await proc.stdout.read()).decode()
             code = await proc.wait()
-        assert code == 0, out + rest.decode()
-        assert "stopped" in rest.decode()
+        assert code == 0, out + rest
+        assert "removed 2 pod sandbox(es)" in rest and "stopped" in rest
         assert all(gone(pid) for pid in children)
+        # Nothing outlives it: no shim of its containerd, no pod volume mount, no pod bridge.
+        assert await asyncio.to_thread(_leftovers, run, socket_path) == []
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def _leftovers(run: Path, socket_path: str) -> list[str]:
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = (d / "cmdline").read_bytes()
+                if socket_path.encode() in cmdline:
+                    found.append(f"pid {d.name}: {cmdline!r}")
+    found += [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(run) in line]
+    if subprocess.run(["ip", "link", "show", bridge_for(DEV_POD_CIDR)], capture_output=True).returncode == 0:
+        found.append(f"bridge {bridge_for(DEV_POD_CIDR)}")
+    return found
 
 
 def _children(pid: int) -> list[int]:

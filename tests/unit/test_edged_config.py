@@ -15,10 +15,34 @@ def doc(edged: dict[str, Any]) -> dict[str, Any]:
     return {"modules": {"edgeHub": {"websocket": {"server": "cloud:10000"}}, "edged": edged}}
 
 
-def test_defaults_leave_edged_off() -> None:
+def test_defaults_turn_edged_on_as_kubeedge_does() -> None:
     cfg = ec.from_dict(doc({"hostnameOverride": "n1"}))
-    assert cfg.edged.enable is False
+    assert cfg.edged.enable is True
     assert cfg.edged_root == Path(ec.DEFAULT_DATA_DIR) / "edged"
+    assert (cfg.edged.image_gc_high_threshold, cfg.edged.image_gc_low_threshold) == (80, 40)
+    assert ec.from_dict(doc({"enable": False})).edged.enable is False
+
+
+def test_reserved_and_image_gc_settings() -> None:
+    cfg = ec.from_dict(
+        doc(
+            {
+                "imageGCHighThreshold": 70,  # KubeEdge before 1.15
+                "tailoredKubeletConfig": {
+                    "systemReserved": {"cpu": "100m", "memory": "128Mi"},
+                    "kubeReserved": {"memory": 64},
+                    "imageGCLowThresholdPercent": 50,
+                },
+            }
+        )
+    )
+    ed = cfg.edged
+    assert ed.system_reserved == {"cpu": "100m", "memory": "128Mi"} and ed.kube_reserved == {"memory": "64"}
+    assert (ed.image_gc_high_threshold, ed.image_gc_low_threshold) == (70, 50)
+    with pytest.raises(ec.ConfigError, match="imageGCLowThreshold"):
+        ec.from_dict(doc({"tailoredKubeletConfig": {"imageGCHighThresholdPercent": 30}}))
+    with pytest.raises(ec.ConfigError, match=r"systemReserved\.memory"):
+        ec.from_dict(doc({"tailoredKubeletConfig": {"systemReserved": {"memory": "lots"}}}))
 
 
 def test_kubeedge_tailored_kubelet_config_is_understood() -> None:

@@ -34,7 +34,7 @@ from . import runtime as rt
 from .backoff import Backoff
 from .config import EdgedConfig
 from .cri import CriClient, CriError, CriUnavailable, api
-from .images import ImagePullError, default_pull_policy, ensure_image
+from .images import ImagePullError, auth_for, default_pull_policy, ensure_image
 from .lifecycle import run_hook
 from .podspec import (
     ANN_CONTAINER_PORTS,
@@ -62,6 +62,7 @@ from .status import (
     merge_patch,
     restart_policy,
 )
+from .tokens import TokenManager
 from .volumes import VolumeManager
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ class Edged:
         cri: CriClient | None = None,
         volumes: VolumeManager | None = None,
         probes: ProbeManager | None = None,
+        tokens: TokenManager | None = None,
     ) -> None:
         self.store = store
         self.send_upstream = send_upstream
@@ -189,6 +191,8 @@ class Edged:
         self.volumes = volumes if volumes is not None else VolumeManager(config.root_dir)
         self._own_probes = probes is None
         self.probes = probes if probes is not None else ProbeManager(self.cri, self.on_probe_change)
+        # Service-account tokens for projected volumes; without one such volumes get no token file.
+        self.tokens = tokens
         self.backoff = Backoff(
             config.initial_backoff_s, config.max_backoff_s, reset_after=config.backoff_reset_s
         )
@@ -448,11 +452,13 @@ class Edged:
 
         configmaps, secrets = await self._refs(pod)
         try:
+            # Renewed here at 80% of its lifetime: every sync of the pod asks, the manager decides.
+            sa_token = await self.tokens.token_for(pod) if self.tokens is not None else None
             if not state.volumes_ready:
-                state.volume_paths = await self.volumes.prepare(pod, configmaps, secrets)
+                state.volume_paths = await self.volumes.prepare(pod, configmaps, secrets, sa_token)
                 state.volumes_ready = True
             else:
-                await self.volumes.refresh(pod, configmaps, secrets)
+                await self.volumes.refresh(pod, configmaps, secrets, sa_token)
         except ContainerConfigError as e:
             for c in _all_containers(pod):
                 state.waiting[str(c.get("name"))] = (CREATE_CONTAINER_CONFIG_ERROR, str(e))
@@ -605,8 +611,16 @@ class Edged:
                 state.waiting[name] = (IMAGE_PULL_BACK_OFF, f'Back-off pulling image "{image}"')
                 return left
         try:
+            pull_secrets = [
+                ctx.secrets[str(ref.get("name"))]
+                for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []
+                if str(ref.get("name")) in ctx.secrets
+            ]
             image_ref = await ensure_image(
-                self.cri, image, str(spec.get("imagePullPolicy") or default_pull_policy(image))
+                self.cri,
+                image,
+                str(spec.get("imagePullPolicy") or default_pull_policy(image)),
+                auth=auth_for(image, pull_secrets),
             )
         except ImagePullError as e:
             delay = self.image_backoff.next(pull_key)
@@ -715,6 +729,8 @@ class Edged:
         for sb in prt.sandboxes:
             await self.cri.remove_pod_sandbox(sb.id)
         self.probes.forget_pod(uid)
+        if self.tokens is not None:
+            self.tokens.forget_pod(uid)
         self.backoff.forget_prefix(f"{uid}/")
         self.image_backoff.forget_prefix(f"{uid}/")
         await self.volumes.cleanup(uid)

@@ -1,0 +1,255 @@
+"""One cloud and one edge node that runs pods, all real: a project-owned containerd, cloudcore (embedded
+API and controllers) and edgecore with edged on, as OS processes; shared by the edged e2e tests and
+bench/bench_pods.py. Reads of the runtime go through CRI; reads of the edge store through its MetaServer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubeedge.edgecore.edged.containerd import Containerd, ContainerdConfig
+from kubeedge.edgecore.edged.cri import CriClient, api
+from kubeedge.edgecore.edged.ociimage import BuiltImage, build_image
+from kubeedge.edgecore.edged.podspec import LABEL_POD_NAMESPACE, LABEL_POD_UID
+from kubeedge.kube import KubeClient, KubeConfig
+from kubeedge.pki import tokens
+from tests.apiserver_proc import KUBECTL, free_port
+from tests.cluster import wait_for
+from tests.containerd_proc import remove_all_pods, remove_cgroup
+from tests.e2e.backbone import HOST, STARTUP_S, Edge, Proc, edge_config_doc, http_ok, write_config
+
+NODE = "edge-pods"
+KUBECTL_TIMEOUT_S = 60.0
+HTTP_TIMEOUT_S = 2.0
+
+
+def cloud_config(base: Path, ports: dict[str, int]) -> Path:
+    doc = {
+        "apiVersion": "cloudcore.config.kubeedge.io/v1alpha2",
+        "kind": "CloudCore",
+        "dataDir": str(base / "cloud"),
+        "embedded": {"listen": f"{HOST}:{ports['api']}", "controllers": "all"},
+        "metrics": {"address": f"{HOST}:{ports['metrics']}"},
+        "modules": {
+            "cloudHub": {
+                "advertiseAddress": [HOST],
+                "websocket": {"address": HOST, "port": ports["ws"]},
+                "https": {"address": HOST, "port": ports["https"]},
+            },
+            "edgeController": {"resendBase": 1.0},
+        },
+    }
+    path = base / "cloudcore.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@dataclass
+class EdgedCluster:
+    base: Path
+    ports: dict[str, int]
+    cloud: Proc
+    edge: Edge
+    containerd: Containerd
+    image: BuiltImage
+    cri: CriClient
+    cgroup_root: str
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.base / "cloud" / "apiserver" / "admin.kubeconfig"
+
+    @property
+    def token(self) -> str:
+        return (self.base / "cloud" / tokens.TOKEN_FILE).read_text().strip()
+
+    @contextlib.asynccontextmanager
+    async def admin(self) -> AsyncIterator[KubeClient]:
+        async with KubeClient(KubeConfig.from_file(str(self.kubeconfig))) as kc:
+            yield kc
+
+    @contextlib.asynccontextmanager
+    async def meta(self) -> AsyncIterator[KubeClient]:
+        async with KubeClient(self.edge.meta) as kc:
+            yield kc
+
+    async def wait_cloud_healthy(self) -> None:
+        url = f"http://{HOST}:{self.ports['metrics']}/healthz"
+
+        async def healthy() -> bool:
+            assert self.cloud.alive(), f"cloudcore exited:\n{self.cloud.tail()}"
+            return await asyncio.to_thread(http_ok, url)
+
+        await wait_for(healthy, deadline_s=STARTUP_S, what="cloudcore /healthz")
+
+    async def ensure_cloud(self) -> None:
+        """Each test may run alone: start cloudcore if an earlier test left it stopped."""
+        if not self.cloud.alive():
+            self.cloud.start()
+        await self.wait_cloud_healthy()
+
+    async def ensure_up(self) -> None:
+        if not self.containerd.running:
+            await self.containerd.start()
+        await self.ensure_cloud()
+        await self.edge.ensure_running()
+
+    async def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            KUBECTL, "--kubeconfig", str(self.kubeconfig), *args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(
+            proc.communicate(stdin.encode() if stdin is not None else None), KUBECTL_TIMEOUT_S
+        )
+        assert proc.returncode == 0, f"kubectl {' '.join(args)}: {err.decode()}"
+        return out.decode()
+
+    async def apply(self, *docs: dict[str, Any], namespace: str) -> str:
+        return await self.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs))
+
+    # ---- the runtime's view ------------------------------------------------------------------------
+
+    async def running_containers(self, namespace: str | None = None) -> dict[str, dict[str, str]]:
+        """pod uid -> {container name: id} of every running container (of ``namespace``'s pods)."""
+        labels = {LABEL_POD_NAMESPACE: namespace} if namespace else None
+        out: dict[str, dict[str, str]] = {}
+        for c in await self.cri.list_containers(state=api.CONTAINER_RUNNING, labels=labels):
+            out.setdefault(c.labels[LABEL_POD_UID], {})[c.metadata.name] = c.id
+        return out
+
+    async def kill_all_pods(self) -> int:
+        """What a power cut leaves: every container and sandbox stopped at once (SIGKILL, no grace)."""
+        containers = await self.cri.list_containers(state=api.CONTAINER_RUNNING)
+        await asyncio.gather(*(self.cri.stop_container(c.id, timeout_s=0) for c in containers))
+        for sb in await self.cri.list_pod_sandbox(state=api.SANDBOX_READY):
+            await self.cri.stop_pod_sandbox(sb.id)
+        return len(containers)
+
+
+def edge_doc(c: EdgedCluster, data_dir: Path) -> dict[str, Any]:
+    doc = edge_config_doc(
+        NODE,
+        data_dir,
+        c.edge.meta_port,
+        ws=f"{HOST}:{c.ports['ws']}",
+        https=f"https://{HOST}:{c.ports['https']}",
+        token=c.token,
+    )
+    doc["modules"]["edged"].update(
+        {
+            "enable": True,
+            "runtimeEndpoint": c.containerd.endpoint,
+            "rootDirectory": str(data_dir / "edged"),
+            "tailoredKubeletConfig": {"podLogsDir": str(data_dir / "pods"), "cgroupRoot": c.cgroup_root},
+        }
+    )
+    return doc
+
+
+@contextlib.asynccontextmanager
+async def edged_cluster(base: Path, subnet: str, bridge: str) -> AsyncIterator[EdgedCluster]:
+    """Start containerd (busybox image imported), cloudcore and edgecore; on exit stop them all and
+    remove every pod, the pods' cgroups and the bridge."""
+    ports = {k: free_port() for k in ("api", "ws", "https", "metrics")}
+    image = build_image(base / "busybox.tar")
+    ctrd = Containerd(
+        ContainerdConfig(
+            base_dir=base / "ctrd",
+            sandbox_image=image.name,
+            subnet=subnet,
+            bridge=bridge,
+            network_name=f"kubeedge-{bridge}",
+        )
+    )
+    cloud = Proc(
+        [sys.executable, "-m", "kubeedge.cloudcore", "--config", str(cloud_config(base, ports))],
+        base / "cloudcore.log",
+    )
+    data = base / NODE
+    data.mkdir()
+    edge = Edge(NODE, data, free_port(), Proc([], base / "edgecore.log"))
+    cri = CriClient(ctrd.cfg.endpoint)
+    c = EdgedCluster(base, ports, cloud, edge, ctrd, image, cri, f"/kubeedge-e2e-{uuid.uuid4().hex[:8]}")
+    try:
+        await ctrd.start()
+        await ctrd.import_image(image.path)
+        cloud.start()
+        await c.wait_cloud_healthy()
+        cfg = write_config(data / "edgecore.yaml", edge_doc(c, data))
+        edge.daemon.argv = [sys.executable, "-m", "kubeedge.edgecore", "--config", str(cfg)]
+        edge.daemon.start()
+        await edge.wait_serving()
+        yield c
+    finally:
+        edge.daemon.stop()
+        cloud.stop()
+        try:
+            if not ctrd.running:
+                await ctrd.start()
+            await remove_all_pods(cri)
+        finally:
+            await cri.close()
+            await ctrd.stop()
+            remove_cgroup(c.cgroup_root)
+            ip = await asyncio.create_subprocess_exec(
+                "ip", "link", "del", bridge, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )  # fmt: skip
+            await ip.wait()
+
+
+# ---- what the API says -----------------------------------------------------------------------------
+
+
+def condition(pod: dict[str, Any], kind: str) -> bool:
+    return any(
+        c.get("type") == kind and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
+def running_ready(pod: dict[str, Any]) -> bool:
+    st = pod.get("status") or {}
+    return st.get("phase") == "Running" and condition(pod, "Ready") and bool(st.get("podIP"))
+
+
+def container_ids(pod: dict[str, Any]) -> dict[str, str]:
+    """container name -> runtime id as the pod's status reports it (without the ``containerd://``)."""
+    return {
+        cs["name"]: str(cs.get("containerID") or "").partition("://")[2]
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []
+    }
+
+
+def waiting_reason(pod: dict[str, Any], container: str) -> str:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs["name"] == container:
+            return str(((cs.get("state") or {}).get("waiting") or {}).get("reason") or "")
+    return ""
+
+
+def http_get(url: str) -> str:
+    """The body of a GET, or '' when nothing (or an error) answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as r:
+            return str(r.read().decode())
+    except (OSError, urllib.error.URLError):
+        return ""
+
+
+async def wait_http(url: str, want: str, *, deadline_s: float = 30.0) -> str:
+    async def answered() -> str:
+        body = await asyncio.to_thread(http_get, url)
+        return body if want in body else ""
+
+    return await wait_for(answered, deadline_s=deadline_s, what=f"GET {url} returning {want!r}")
