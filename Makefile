@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the tests and `make run` need (kubectl comes from PyPI, Debian's is too old).
-DEBS   := python3-venv openssl ca-certificates containerd runc containernetworking-plugins busybox-static iptables iproute2
+DEBS   := python3-venv openssl ca-certificates containerd runc containernetworking-plugins busybox-static iptables iproute2 nftables
 
 .PHONY: all run test lint typecheck unit bench clean deps venv
 

@@ -1,0 +1,290 @@
+"""edgemesh-agent configuration: YAML shaped like KubeEdge's edgemesh-agent config
+(`agent.edgemesh.config.kubeedge.io/v1alpha1`), as frozen dataclasses with defaults and validation.
+
+Keys are camelCase in YAML and snake_case here. An unknown key is an error naming it, so a typo never
+silently falls back to a default. Sections other modules own (proxy, tunnel) start minimal; extend them
+by adding fields — the loader picks new fields up from their annotations.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+API_VERSION: Final = "agent.edgemesh.config.kubeedge.io/v1alpha1"
+KIND: Final = "EdgeMeshAgent"
+DEFAULT_DNS_IP: Final = "169.254.96.16"  # KubeEdge's link-local default
+DEFAULT_TUNNEL_PORT: Final = 20006
+DEFAULT_METASERVER: Final = "http://127.0.0.1:10550"
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the text names the offending key."""
+
+
+@dataclass(frozen=True)
+class KubeAPISection:
+    # Edge mode: the local MetaServer (plain HTTP on loopback, answers while the cloud is away).
+    meta_server: str = DEFAULT_METASERVER
+    # Cloud mode: a kubeconfig (or "in-cluster"); when set it wins over meta_server.
+    kube_config: str = ""
+    master: str = ""  # overrides the kubeconfig's server, like KubeEdge's kubeAPIConfig.master
+
+
+@dataclass(frozen=True)
+class CommonSection:
+    node_name: str = ""  # default: this host's name, lower-cased (as edgecore does)
+    # "EdgeMode" (agent on an edge node) or "CloudMode" (cloud nodes and relays).
+    mode: str = "EdgeMode"
+    bridge_device_name: str = "edgemesh0"  # the dummy interface that carries the DNS address
+    bridge_device_ip: str = DEFAULT_DNS_IP
+    metrics_port: int = 10551  # Prometheus /metrics and /healthz on loopback; 0 = off
+    metrics_address: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class DNSSection:
+    enable: bool = True
+    listen_address: str = ""  # default: commonConfig.bridgeDeviceIP
+    listen_port: int = 53
+    manage_interface: bool = True  # create bridge_device_name with the listen address on it
+    cluster_domain: str = "cluster.local"
+    ttl: int = 30  # answers about the cluster (KubeEdge EdgeMesh uses 30)
+    upstream_resolv_conf: str = "/etc/resolv.conf"
+    upstream_servers: tuple[str, ...] = ()  # "ip" or "ip:port"; overrides the resolv.conf
+    upstream_timeout: float = 2.0  # per upstream attempt
+    cache_size: int = 10000  # forwarded answers kept (LRU)
+    cache_max_ttl: int = 3600  # forwarded answers are cached no longer than this ...
+    cache_min_ttl: int = 0  # ... and no shorter than this
+    negative_ttl: int = 30  # cap for NXDOMAIN/NODATA caching (RFC 2308 uses the SOA minimum)
+    max_tcp_clients: int = 256
+    max_inflight: int = 1024  # forwarded queries awaiting upstream at once
+
+
+@dataclass(frozen=True)
+class ProxySection:
+    enable: bool = True
+    mode: str = "auto"  # "auto" | "nftables" | "iptables" | "userspace"
+    listen_address: str = "127.0.0.1"  # userspace proxy listeners (tunnel-only endpoints)
+
+
+@dataclass(frozen=True)
+class RelayNode:
+    node_name: str = ""
+    advertise_address: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TunnelSection:
+    enable: bool = True
+    listen_port: int = DEFAULT_TUNNEL_PORT
+    advertise_address: tuple[str, ...] = ()  # public addresses, needed on relays
+    relay_nodes: tuple[RelayNode, ...] = ()
+    enable_hole_punch: bool = True
+    # Node certificate (from our CA) for mutual TLS between agents; default: edgecore's.
+    tls_ca_file: str = "/etc/kubeedge/ca/rootCA.crt"
+    tls_cert_file: str = "/etc/kubeedge/certs/server.crt"
+    tls_private_key_file: str = "/etc/kubeedge/certs/server.key"
+
+
+@dataclass(frozen=True)
+class Modules:
+    edge_dns: DNSSection = field(default_factory=DNSSection)
+    edge_proxy: ProxySection = field(default_factory=ProxySection)
+    edge_tunnel: TunnelSection = field(default_factory=TunnelSection)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    kube_api_config: KubeAPISection = field(default_factory=KubeAPISection)
+    common_config: CommonSection = field(default_factory=CommonSection)
+    modules: Modules = field(default_factory=Modules)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def dns(self) -> DNSSection:
+        return self.modules.edge_dns
+
+    @property
+    def proxy(self) -> ProxySection:
+        return self.modules.edge_proxy
+
+    @property
+    def tunnel(self) -> TunnelSection:
+        return self.modules.edge_tunnel
+
+    @property
+    def dns_listen(self) -> tuple[str, int]:
+        return (self.dns.listen_address or self.common_config.bridge_device_ip, self.dns.listen_port)
+
+
+def _ip(value: str, where: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not an IP address") from None
+
+
+def _port(value: int, where: str, zero_ok: bool = False) -> None:
+    if not (0 if zero_ok else 1) <= value <= 65535:
+        raise ConfigError(f"{where}: port {value} out of range")
+
+
+def validate(c: AgentConfig) -> None:
+    cc, d, p, t = c.common_config, c.modules.edge_dns, c.modules.edge_proxy, c.modules.edge_tunnel
+    if cc.mode not in ("EdgeMode", "CloudMode"):
+        raise ConfigError(f"commonConfig.mode: {cc.mode!r} is not EdgeMode or CloudMode")
+    if cc.node_name and not _DNS1123.match(cc.node_name):
+        raise ConfigError(f"commonConfig.nodeName: {cc.node_name!r} is not a DNS-1123 name")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", cc.bridge_device_name):
+        raise ConfigError(
+            f"commonConfig.bridgeDeviceName: {cc.bridge_device_name!r} is not an interface name"
+        )
+    _ip(cc.bridge_device_ip, "commonConfig.bridgeDeviceIP")
+    _ip(cc.metrics_address, "commonConfig.metricsAddress")
+    _port(cc.metrics_port, "commonConfig.metricsPort", zero_ok=True)
+    if d.listen_address:
+        _ip(d.listen_address, "modules.edgeDNS.listenAddress")
+    _port(d.listen_port, "modules.edgeDNS.listenPort", zero_ok=True)
+    if not d.cluster_domain or not _DNS1123.match(d.cluster_domain.rstrip(".")):
+        raise ConfigError(f"modules.edgeDNS.clusterDomain: {d.cluster_domain!r} is not a domain name")
+    for name in ("ttl", "cache_max_ttl", "cache_min_ttl", "negative_ttl"):
+        if getattr(d, name) < 0:
+            raise ConfigError(f"modules.edgeDNS.{_camel(name)}: must not be negative")
+    if d.cache_min_ttl > d.cache_max_ttl:
+        raise ConfigError("modules.edgeDNS.cacheMinTTL: larger than cacheMaxTTL")
+    for name in ("cache_size", "max_tcp_clients", "max_inflight"):
+        if getattr(d, name) < 1:
+            raise ConfigError(f"modules.edgeDNS.{_camel(name)}: must be at least 1")
+    if d.upstream_timeout <= 0:
+        raise ConfigError("modules.edgeDNS.upstreamTimeout: must be positive")
+    for s in d.upstream_servers:
+        parse_server(s, "modules.edgeDNS.upstreamServers")
+    if p.mode not in ("auto", "nftables", "iptables", "userspace"):
+        raise ConfigError(f"modules.edgeProxy.mode: {p.mode!r} is not auto/nftables/iptables/userspace")
+    _ip(p.listen_address, "modules.edgeProxy.listenAddress")
+    _port(t.listen_port, "modules.edgeTunnel.listenPort")
+    for r in t.relay_nodes:
+        if not r.node_name:
+            raise ConfigError("modules.edgeTunnel.relayNodes: every relay needs a nodeName")
+
+
+def parse_server(value: str, where: str = "server") -> tuple[str, int]:
+    """ "ip", "ip:port", "[v6]:port" or a bare IPv6 → (ip, port); port defaults to 53."""
+    v = value.strip()
+    host, port = v, 53
+    if v.startswith("["):
+        host, _, rest = v[1:].partition("]")
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ConfigError(f"{where}: bad address {value!r}")
+            port = int(rest[1:])
+    elif v.count(":") == 1:
+        host, _, p = v.partition(":")
+        if not p.isdigit():
+            raise ConfigError(f"{where}: bad port in {value!r}")
+        port = int(p)
+    _ip(host, where)
+    _port(port, where)
+    return host, port
+
+
+# -- generic YAML → dataclass loading ------------------------------------------------------------
+
+T = TypeVar("T")
+_ACRONYMS = {"api": "API", "dns": "DNS", "ip": "IP", "ttl": "TTL"}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(_ACRONYMS.get(w, w.capitalize()) for w in rest)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if is_dataclass(tp) and isinstance(tp, type):
+        return _build(tp, value, where)
+    if origin is tuple:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list")
+        (item,) = get_args(tp)[:1]
+        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (Union, types.UnionType):
+        raise ConfigError(f"{where}: unsupported union type")  # keep fields single-typed
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported field type {tp!r}")
+
+
+def _build(cls: type[T], doc: Any, where: str) -> T:
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {_camel(f.name): f for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for k, v in doc.items():
+        path = f"{where}.{k}" if where else str(k)
+        f = known.get(k)
+        if f is None:
+            raise ConfigError(f"{path}: unknown key (known: {', '.join(sorted(known))})")
+        kwargs[f.name] = _convert(hints[f.name], v, path)
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{where}.{_camel(f.name)}: required")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - a mismatch between fields and annotations
+        raise ConfigError(f"{where or 'config'}: {e}") from e
+
+
+def from_dict(doc: Any) -> AgentConfig:
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError("config: expected a mapping at the top level")
+    doc = dict(doc)
+    api = doc.pop("apiVersion", API_VERSION)
+    kind = doc.pop("kind", KIND)
+    if api != API_VERSION or kind != KIND:
+        raise ConfigError(f"apiVersion/kind: expected {API_VERSION} {KIND}, got {api} {kind}")
+    return _build(AgentConfig, doc, "")
+
+
+def load(path: str | Path) -> AgentConfig:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror or e}") from e
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not YAML: {e}") from e
+    return from_dict(doc)
