@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE TABLE IF NOT EXISTS events (
     rv INTEGER PRIMARY KEY, type INTEGER NOT NULL,
     key TEXT NOT NULL, ns TEXT NOT NULL, name TEXT NOT NULL,
-    prev_rv INTEGER NOT NULL, data BLOB NOT NULL);
+    prev_rv INTEGER NOT NULL, data BLOB NOT NULL, prev_data BLOB);
 CREATE TABLE IF NOT EXISTS revisions (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 INSERT OR IGNORE INTO revisions VALUES ('rv', 0), ('compacted', 0);
 """
@@ -175,6 +175,8 @@ class Store:
         self._loop_conn: sqlite3.Connection | None = None
         self._rv = 0
         self._compacted = 0
+        # The compaction point as the writer thread knows it (compaction runs on that thread).
+        self._w_compacted = 0
         self._writer_task: asyncio.Task[None] | None = None
         self._compactor_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -212,6 +214,8 @@ class Store:
         conn = self._connect()
         _rename_old_revisions(conn)
         conn.executescript(_SCHEMA)
+        _add_prev_data(conn)
+        self._w_compacted = int(conn.execute("SELECT v FROM revisions WHERE k='compacted'").fetchone()[0])
         return conn
 
     async def close(self) -> None:
@@ -391,7 +395,9 @@ class Store:
             _set_rv(obj, rv)
             data = orjson.dumps(obj)
             conn.execute("DELETE FROM objects WHERE key=? AND ns=? AND name=?", (key, ns, name))
-            self._log_event(conn, rv, DELETED, key, ns, name, cur_rv, data)
+            self._log_event(
+                conn, rv, DELETED, key, ns, name, cur_rv, data, self._inline_prev(cur_rv, cur_data)
+            )
             return Event(DELETED, key, ns, name, rv, data, obj, prev)
         else:
             raise StoreError(f"unknown operation {op.kind}")
@@ -400,15 +406,30 @@ class Store:
         conn.execute(
             "UPDATE objects SET rv=?, data=? WHERE key=? AND ns=? AND name=?", (rv, data, key, ns, name)
         )
-        self._log_event(conn, rv, MODIFIED, key, ns, name, cur_rv, data)
+        self._log_event(conn, rv, MODIFIED, key, ns, name, cur_rv, data, self._inline_prev(cur_rv, cur_data))
         return Event(MODIFIED, key, ns, name, rv, data, obj, prev)
+
+    def _inline_prev(self, prev_rv: int, prev_data: bytes) -> bytes | None:
+        """The replaced version's bytes when its own history row is already compacted away: a watch
+        replaying this change (ADDED vs MODIFIED under a selector) and a list at an older revision
+        both need the version it replaced. Only objects unchanged for a whole history window pay."""
+        return prev_data if prev_rv <= self._w_compacted else None
 
     @staticmethod
     def _log_event(
-        conn: sqlite3.Connection, rv: int, t: str, key: str, ns: str, name: str, prev_rv: int, data: bytes
+        conn: sqlite3.Connection,
+        rv: int,
+        t: str,
+        key: str,
+        ns: str,
+        name: str,
+        prev_rv: int,
+        data: bytes,
+        prev_data: bytes | None = None,
     ) -> None:
         conn.execute(
-            "INSERT INTO events VALUES (?,?,?,?,?,?,?)", (rv, type_code(t), key, ns, name, prev_rv, data)
+            "INSERT INTO events VALUES (?,?,?,?,?,?,?,?)",
+            (rv, type_code(t), key, ns, name, prev_rv, data, prev_data),
         )
 
     # ---- compaction ------------------------------------------------------------------------
@@ -424,8 +445,15 @@ class Store:
         row = conn.execute("SELECT v FROM revisions WHERE k='compacted'").fetchone()
         if upto <= int(row[0]):
             return int(row[0])
+        # Kept changes whose replaced version goes now carry that version themselves.
+        conn.execute(
+            "UPDATE events SET prev_data = (SELECT e.data FROM events e WHERE e.rv = events.prev_rv) "
+            "WHERE rv > ? AND prev_rv > 0 AND prev_rv <= ? AND prev_data IS NULL",
+            (upto, upto),
+        )
         conn.execute("DELETE FROM events WHERE rv <= ?", (upto,))
         conn.execute("UPDATE revisions SET v=? WHERE k='compacted'", (upto,))
+        self._w_compacted = upto
         return upto
 
     async def _compactor(self) -> None:
@@ -552,17 +580,19 @@ class Store:
         # Objects changed since `rv`: their state at `rv` is the version their first later change
         # replaced (none if that change created them); objects deleted since are only found here.
         changed: dict[tuple[str, str], int] = {}
-        q = f"SELECT ns, name, type, prev_rv FROM events WHERE rv > ? AND {where} ORDER BY rv"
-        for rns, rname, t, prev_rv in conn.execute(q, [rv, *params]):
+        changed_data: dict[tuple[str, str], bytes | None] = {}
+        q = f"SELECT ns, name, type, prev_rv, prev_data FROM events WHERE rv > ? AND {where} ORDER BY rv"
+        for rns, rname, t, prev_rv, prev_data in conn.execute(q, [rv, *params]):
             if (rns, rname) not in changed:
                 changed[(rns, rname)] = 0 if type_name(t) == ADDED else int(prev_rv)
+                changed_data[(rns, rname)] = prev_data
         olds: List[tuple[str, str, int, bytes]] = []
         for (rns, rname), prev_rv in changed.items():
             if prev_rv:
-                row = conn.execute("SELECT data FROM events WHERE rv=?", (prev_rv,)).fetchone()
-                if row is None:
+                data = _prev_version(conn, prev_rv, changed_data[(rns, rname)])
+                if data is None:
                     raise Expired(f"revision {rv} is older than the kept history")
-                olds.append((rns, rname, prev_rv, bytes(row[0])))
+                olds.append((rns, rname, prev_rv, data))
         olds.sort(key=lambda r: (r[0], r[1]))
         i = 0
         for row in current:
@@ -604,18 +634,18 @@ class Store:
             compacted = int(conn.execute("SELECT v FROM revisions WHERE k='compacted'").fetchone()[0])
             if after_rv < compacted:
                 raise Expired(f"too old resource version: {after_rv} ({compacted})")
-            q = "SELECT rv, type, ns, name, prev_rv, data FROM events WHERE rv > ? AND rv <= ? AND key=?"
+            q = "SELECT rv, type, ns, name, prev_rv, data, prev_data FROM events WHERE rv > ? AND rv <= ? AND key=?"
             params: List[Any] = [after_rv, upto_rv, key]
             if ns is not None:
                 q += " AND ns=?"
                 params.append(ns)
             out: List[Event] = []
-            for rv, t, rns, rname, prev_rv, data in conn.execute(q + " ORDER BY rv", params):
+            for rv, t, rns, rname, prev_rv, data, prev_data in conn.execute(q + " ORDER BY rv", params):
                 prev = None
                 if prev_rv:
-                    row = conn.execute("SELECT data FROM events WHERE rv=?", (prev_rv,)).fetchone()
-                    if row is not None:
-                        prev = Record(bytes(row[0]), int(prev_rv))
+                    pdata = _prev_version(conn, prev_rv, prev_data)
+                    if pdata is not None:
+                        prev = Record(pdata, int(prev_rv))
                 out.append(Event(type_name(t), key, rns, rname, int(rv), bytes(data), None, prev))
             return out
         finally:
@@ -653,3 +683,18 @@ class Store:
         )
         self.hub.add(w)
         return w
+
+
+def _prev_version(conn: sqlite3.Connection, prev_rv: int, inline: bytes | None) -> bytes | None:
+    """The version a change replaced: carried inline once its own row was compacted, else its row."""
+    if inline is not None:
+        return bytes(inline)
+    row = conn.execute("SELECT data FROM events WHERE rv=?", (prev_rv,)).fetchone()
+    return bytes(row[0]) if row is not None else None
+
+
+def _add_prev_data(conn: sqlite3.Connection) -> None:
+    """Stores written before events carried prev_data get the column (NULL: look the row up)."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+    if "prev_data" not in cols:
+        conn.execute("ALTER TABLE events ADD COLUMN prev_data BLOB")
