@@ -12,6 +12,10 @@ with a nodeSelector for the edge node, so the scheduler is on the path. Prints:
 3. offline restart: M pods in the edge store, cloudcore stopped, edgecore killed -9 and every pod
    container and sandbox killed (a power cut); seconds from starting edgecore alone to all M pods'
    containers running again in CRI (target ≤ 10 s for 30 pods).
+0. first, as the baseline for 1: containerd's own rate — N pods' RunPodSandbox + CreateContainer +
+   StartContainer straight through CriClient (same sandbox and container configs edged builds, but
+   without edged's labels so edged leaves them alone), all at once and in edged's lanes; the burst
+   p99 of 1 is also printed as a multiple of the unbounded baseline's p99.
 """
 
 from __future__ import annotations
@@ -22,11 +26,21 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from common import mb, ms, parser, percentile, print_block, print_summary, proc_status, rss_bytes, verdict
 
+from kubeedge.edgecore.edged import runtime as rt
+from kubeedge.edgecore.edged.manager import MAX_PARALLEL_SANDBOX_STARTS
+from kubeedge.edgecore.edged.podspec import (
+    LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE,
+    PodContext,
+    container_config,
+    sandbox_config,
+)
 from kubeedge.kube import NAMESPACES, PODS, KubeClient, watch
 from tests.cluster import wait_for
 from tests.e2e.edgedcluster import NODE, EdgedCluster, edged_cluster
@@ -70,6 +84,7 @@ class RunningWatch:
 
     def __init__(self) -> None:
         self.seen: dict[str, float] = {}
+        self.wall: dict[str, float] = {}  # the same moments as time.time(), to compare with CRI's
         self.changed = asyncio.Event()
 
     async def run(self, kc: KubeClient, rv: str) -> None:
@@ -77,6 +92,7 @@ class RunningWatch:
             name = ev.object.get("metadata", {}).get("name", "")
             if ev.type in ("ADDED", "MODIFIED") and (ev.object.get("status") or {}).get("phase") == "Running":
                 self.seen.setdefault(name, time.monotonic())
+                self.wall.setdefault(name, time.time())
                 self.changed.set()
 
     async def wait(self, names: set[str]) -> None:
@@ -119,6 +135,57 @@ async def delete_pods(c: EdgedCluster, kc: KubeClient, names: list[str]) -> None
     await wait_for(gone, deadline_s=PHASE_DEADLINE_S, interval=0.2, what="deleted pods gone from the API")
 
 
+async def started_at(c: EdgedCluster) -> dict[str, float]:
+    """pod name -> when CRI says its container started (wall clock), for the pods of NS."""
+    out: dict[str, float] = {}
+    for ctr in await c.cri.list_containers(labels={LABEL_POD_NAMESPACE: NS}):
+        st = (await c.cri.container_status(ctr.id)).status
+        if st.started_at:
+            out[ctr.labels[LABEL_POD_NAME]] = st.started_at / 1e9
+    return out
+
+
+async def containerd_baseline(c: EdgedCluster, n: int, lanes: int | None) -> tuple[list[float], float]:
+    """Per-pod seconds from RunPodSandbox to StartContainer returned, and the whole burst's seconds, for
+    n pods started at once (at most `lanes` sandboxes being created at a time, as edged does)."""
+    lane = asyncio.Semaphore(lanes or n)
+    image = await c.cri.image_status(c.image.name)
+    assert image is not None, "the bench image is not in containerd"
+    ctx = PodContext(node_name=NODE, node_ip="", pod_ip="", pod_ips=(), configmaps={}, secrets={},
+                     volume_paths={})  # fmt: skip
+    log_dir = c.base / "baseline-logs"
+    cgroups: list[str] = []
+
+    async def one(i: int) -> float:
+        p = pod(f"base-{i}")
+        p["metadata"].update(namespace=NS, uid=str(uuid.uuid4()))
+        cgroup = rt.pod_cgroup(c.cgroup_root, p["metadata"]["uid"])
+        cgroups.append(cgroup)
+        sb = sandbox_config(p, ctx, attempt=0, log_dir=str(log_dir), cgroup_parent=cgroup)
+        sb.labels.clear()
+        sb.labels["bench"] = "baseline"  # not edged's: it must not adopt or remove these
+        spec = p["spec"]["containers"][0]
+        cc = container_config(p, spec, ctx, attempt=0, log_dir_rel="c", image_ref=image.id)
+        cc.labels.clear()
+        t0 = time.monotonic()
+        async with lane:
+            sid = await c.cri.run_pod_sandbox(sb)
+        cid = await c.cri.create_container(sid, cc, sb)
+        await c.cri.start_container(cid)
+        return time.monotonic() - t0
+
+    t0 = time.monotonic()
+    lat = await asyncio.gather(*(one(i) for i in range(n)))
+    total = time.monotonic() - t0
+    for sb in await c.cri.list_pod_sandbox(labels={"bench": "baseline"}):
+        await c.cri.stop_pod_sandbox(sb.id)
+        await c.cri.remove_pod_sandbox(sb.id)
+    for cg in cgroups:
+        rt.remove_cgroup(cg)
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return list(lat), total
+
+
 def latency_rows(label: str, lat: list[float]) -> list[tuple[str, Any]]:
     p99 = percentile(lat, 99)
     return [
@@ -131,6 +198,26 @@ def latency_rows(label: str, lat: list[float]) -> list[tuple[str, Any]]:
 async def bench(c: EdgedCluster, n: int, offline: int) -> dict[str, Any]:
     out: dict[str, Any] = {"pods": n, "offline_pods": offline}
     rss: list[tuple[str, Any]] = []
+    # 0. containerd alone, in the same run (same machine load, same containerd).
+    base_all, base_all_s = await containerd_baseline(c, n, None)
+    base_lanes, base_lanes_s = await containerd_baseline(c, n, MAX_PARALLEL_SANDBOX_STARTS)
+    print_block(
+        f"containerd alone: RunPodSandbox + CreateContainer + StartContainer, {n} pods at once",
+        [
+            ("unbounded p50", ms(percentile(base_all, 50))),
+            ("unbounded p99", ms(percentile(base_all, 99))),
+            ("unbounded, all started", f"{base_all_s:.2f} s ({n / base_all_s:.1f} pods/s)"),
+            (f"{MAX_PARALLEL_SANDBOX_STARTS} sandbox lanes p99", ms(percentile(base_lanes, 99))),
+            (f"{MAX_PARALLEL_SANDBOX_STARTS} sandbox lanes, all started", f"{base_lanes_s:.2f} s"),
+        ],
+    )
+    out.update(
+        ctrd_p50_ms=round(percentile(base_all, 50) * 1000, 1),
+        ctrd_p99_ms=round(percentile(base_all, 99) * 1000, 1),
+        ctrd_all_s=round(base_all_s, 2),
+        ctrd_lanes_p99_ms=round(percentile(base_lanes, 99) * 1000, 1),
+        ctrd_lanes_all_s=round(base_lanes_s, 2),
+    )
     async with c.admin() as kc:
         ns = await kc.create(NAMESPACES, {"metadata": {"name": NS}})
         await c.edge.wait_serving()
@@ -166,8 +253,11 @@ async def bench(c: EdgedCluster, n: int, offline: int) -> dict[str, Any]:
             names = [f"burst-{i}" for i in range(n)]
             sent: dict[str, float] = {}
 
+            sent_wall: dict[str, float] = {}
+
             async def create(name: str) -> None:
                 sent[name] = time.monotonic()
+                sent_wall[name] = time.time()
                 await kc.create(PODS, pod(name), NS)
 
             t_burst = time.monotonic()
@@ -175,6 +265,11 @@ async def bench(c: EdgedCluster, n: int, offline: int) -> dict[str, Any]:
             await seen.wait(set(names))
             burst = [seen.seen[x] - sent[x] for x in names]
             burst_all = max(seen.seen[x] for x in names) - t_burst
+            # Where the time went: up to the container's start (cloud to edge, edged, containerd), and
+            # from there to Running in the cloud (status report, upstream queue, cloud's patch).
+            started = await started_at(c)
+            to_start = [started[x] - sent_wall[x] for x in names if x in started]
+            to_seen = [seen.wall[x] - started[x] for x in names if x in started]
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -185,6 +280,14 @@ async def bench(c: EdgedCluster, n: int, offline: int) -> dict[str, Any]:
                 *latency_rows("one at a time", seq),
                 *latency_rows("all at once", burst),
                 ("all at once, first create → last Running", f"{burst_all:.2f} s"),
+                ("all at once, create → container started p50", ms(percentile(to_start, 50))),
+                ("all at once, create → container started p99", ms(percentile(to_start, 99))),
+                ("all at once, container started → Running seen p50", ms(percentile(to_seen, 50))),
+                ("all at once, container started → Running seen p99", ms(percentile(to_seen, 99))),
+                (
+                    "all at once p99 / containerd alone p99",
+                    f"{percentile(burst, 99) / percentile(base_all, 99):.2f}x",
+                ),
             ],
         )
         out.update(
@@ -193,6 +296,9 @@ async def bench(c: EdgedCluster, n: int, offline: int) -> dict[str, Any]:
             burst_p50_ms=round(percentile(burst, 50) * 1000, 1),
             burst_p99_ms=round(percentile(burst, 99) * 1000, 1),
             burst_all_s=round(burst_all, 2),
+            burst_to_start_p99_ms=round(percentile(to_start, 99) * 1000, 1),
+            burst_start_to_seen_p99_ms=round(percentile(to_seen, 99) * 1000, 1),
+            burst_p99_over_ctrd=round(percentile(burst, 99) / percentile(base_all, 99), 2),
         )
         print_block("edgecore memory", rss)
 

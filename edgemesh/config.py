@@ -8,10 +8,12 @@ by adding fields — the loader picks new fields up from their annotations.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar, Union, get_args, get_origin
@@ -23,6 +25,8 @@ KIND: Final = "EdgeMeshAgent"
 DEFAULT_DNS_IP: Final = "169.254.96.16"  # KubeEdge's link-local default
 DEFAULT_TUNNEL_PORT: Final = 20006
 DEFAULT_METASERVER: Final = "http://127.0.0.1:10550"
+DEFAULT_RELAY_PORT: Final = 20007  # a RelayServer (agent-hosted, `edgemesh relay`, or cloudcore's)
+DEFAULT_EDGECORE_DATA_DIR: Final = "/var/lib/kubeedge/edge"  # edgecore's dataDir: certs/, ca/
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -48,6 +52,9 @@ class CommonSection:
     bridge_device_ip: str = DEFAULT_DNS_IP
     metrics_port: int = 10551  # Prometheus /metrics and /healthz on loopback; 0 = off
     metrics_address: str = "127.0.0.1"
+    # The node's edgecore state: its node certificate and CA (certs/server.*, ca/rootCA.crt) are the
+    # tunnel's identity unless modules.edgeTunnel names other files, so joined nodes need no extra PKI.
+    edgecore_data_dir: str = DEFAULT_EDGECORE_DATA_DIR
 
 
 @dataclass(frozen=True)
@@ -67,32 +74,67 @@ class DNSSection:
     negative_ttl: int = 30  # cap for NXDOMAIN/NODATA caching (RFC 2308 uses the SOA minimum)
     max_tcp_clients: int = 256
     max_inflight: int = 1024  # forwarded queries awaiting upstream at once
+    # On a clean stop: delete the DNS interface (false keeps it, so resolvers pointed at the address
+    # get "connection refused" at once rather than a route to nowhere, and a restart changes nothing).
+    remove_interface_on_exit: bool = False
 
 
 @dataclass(frozen=True)
 class ProxySection:
     enable: bool = True
-    mode: str = "auto"  # "auto" | "nftables" | "iptables" | "userspace"
-    listen_address: str = "127.0.0.1"  # userspace proxy listeners (tunnel-only endpoints)
+    mode: str = "auto"  # "auto" | "nftables" | "iptables" (kernel rules; auto prefers nftables)
+    # Userspace listeners (endpoints only the tunnel reaches). The kernel *redirects* ClusterIP traffic
+    # to them, which targets the receiving interface's address: a loopback-only bind would miss pods.
+    listen_address: str = "0.0.0.0"
+    min_sync_interval: float = 0.1  # seconds; a burst of watch events becomes one rule transaction
+    resync_interval: float = 60.0  # seconds; full re-apply (repairs tampering, picks up route changes)
+    tcp_idle_timeout: float = 600.0
+    udp_idle_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
 class RelayNode:
+    node_name: str = ""  # informational (cloudcore, or the node hosting the relay)
+    advertise_address: tuple[str, ...] = ()  # "host[:port]" of its RelayServer (port default 20007)
+
+
+@dataclass(frozen=True)
+class StaticPeer:
     node_name: str = ""
-    advertise_address: tuple[str, ...] = ()
+    address: tuple[str, ...] = ()  # "host[:port]" of its tunnel listener (port default 20006)
 
 
 @dataclass(frozen=True)
 class TunnelSection:
     enable: bool = True
+    listen_address: str = "0.0.0.0"
     listen_port: int = DEFAULT_TUNNEL_PORT
-    advertise_address: tuple[str, ...] = ()  # public addresses, needed on relays
+    # Where other agents can dial this one ("host[:port]"); published on this node's Node object as
+    # edgemesh.kubeedge.io/tunnel-address so cloud-mode agents can dial it directly.
+    advertise_address: tuple[str, ...] = ()
     relay_nodes: tuple[RelayNode, ...] = ()
+    # Peers known by configuration. Edge-mode agents see no other Node objects (the MetaServer holds
+    # only this node's), so without these every peer is reached through a relay first.
+    peers: tuple[StaticPeer, ...] = ()
     enable_hole_punch: bool = True
-    # Node certificate (from our CA) for mutual TLS between agents; default: edgecore's.
-    tls_ca_file: str = "/etc/kubeedge/ca/rootCA.crt"
-    tls_cert_file: str = "/etc/kubeedge/certs/server.crt"
-    tls_private_key_file: str = "/etc/kubeedge/certs/server.key"
+    # Node certificate (from our CA) for mutual TLS between agents; "" = edgecore's (see
+    # commonConfig.edgecoreDataDir).
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_private_key_file: str = ""
+    keepalive_interval: float = 5.0
+    keepalive_timeout: float = 15.0
+    dial_timeout: float = 3.0
+    upgrade_interval: float = 30.0  # a relayed peer with known addresses is retried direct this often
+
+
+@dataclass(frozen=True)
+class RelaySection:
+    """A RelayServer hosted by this agent (a node with a public address), or run by `edgemesh relay`."""
+
+    enable: bool = False
+    listen_address: str = "0.0.0.0"
+    listen_port: int = DEFAULT_RELAY_PORT
 
 
 @dataclass(frozen=True)
@@ -100,6 +142,7 @@ class Modules:
     edge_dns: DNSSection = field(default_factory=DNSSection)
     edge_proxy: ProxySection = field(default_factory=ProxySection)
     edge_tunnel: TunnelSection = field(default_factory=TunnelSection)
+    edge_relay: RelaySection = field(default_factory=RelaySection)
 
 
 @dataclass(frozen=True)
@@ -122,6 +165,23 @@ class AgentConfig:
     @property
     def tunnel(self) -> TunnelSection:
         return self.modules.edge_tunnel
+
+    @property
+    def relay(self) -> RelaySection:
+        return self.modules.edge_relay
+
+    @property
+    def cloud_mode(self) -> bool:
+        return self.common_config.mode == "CloudMode"
+
+    def tls_files(self) -> tuple[Path, Path, Path]:
+        """(cert, key, ca) of this node's tunnel identity: configured, else edgecore's."""
+        t, base = self.tunnel, Path(self.common_config.edgecore_data_dir)
+        return (
+            Path(t.tls_cert_file or base / "certs" / "server.crt"),
+            Path(t.tls_private_key_file or base / "certs" / "server.key"),
+            Path(t.tls_ca_file or base / "ca" / "rootCA.crt"),
+        )
 
     @property
     def dns_listen(self) -> tuple[str, int]:
@@ -170,13 +230,56 @@ def validate(c: AgentConfig) -> None:
         raise ConfigError("modules.edgeDNS.upstreamTimeout: must be positive")
     for s in d.upstream_servers:
         parse_server(s, "modules.edgeDNS.upstreamServers")
-    if p.mode not in ("auto", "nftables", "iptables", "userspace"):
-        raise ConfigError(f"modules.edgeProxy.mode: {p.mode!r} is not auto/nftables/iptables/userspace")
+    if p.mode not in ("auto", "nftables", "iptables"):
+        raise ConfigError(f"modules.edgeProxy.mode: {p.mode!r} is not auto/nftables/iptables")
     _ip(p.listen_address, "modules.edgeProxy.listenAddress")
-    _port(t.listen_port, "modules.edgeTunnel.listenPort")
+    for name in ("min_sync_interval", "resync_interval", "tcp_idle_timeout", "udp_idle_timeout"):
+        if not getattr(p, name) > 0:
+            raise ConfigError(f"modules.edgeProxy.{_camel(name)}: must be positive")
+    _ip(t.listen_address, "modules.edgeTunnel.listenAddress")
+    _port(t.listen_port, "modules.edgeTunnel.listenPort", zero_ok=True)
+    for name in ("keepalive_interval", "keepalive_timeout", "dial_timeout", "upgrade_interval"):
+        if not getattr(t, name) > 0:
+            raise ConfigError(f"modules.edgeTunnel.{_camel(name)}: must be positive")
+    if t.keepalive_timeout <= t.keepalive_interval:
+        raise ConfigError("modules.edgeTunnel.keepaliveTimeout: must exceed keepaliveInterval")
+    for a in t.advertise_address:
+        parse_host_port(a, DEFAULT_TUNNEL_PORT, "modules.edgeTunnel.advertiseAddress")
     for r in t.relay_nodes:
         if not r.node_name:
             raise ConfigError("modules.edgeTunnel.relayNodes: every relay needs a nodeName")
+        if not r.advertise_address:
+            raise ConfigError(f"modules.edgeTunnel.relayNodes[{r.node_name}]: needs an advertiseAddress")
+        for a in r.advertise_address:
+            parse_host_port(a, DEFAULT_RELAY_PORT, "modules.edgeTunnel.relayNodes.advertiseAddress")
+    for sp in t.peers:
+        if not sp.node_name or not _DNS1123.match(sp.node_name):
+            raise ConfigError(f"modules.edgeTunnel.peers: {sp.node_name!r} is not a node name")
+        for a in sp.address:
+            parse_host_port(a, DEFAULT_TUNNEL_PORT, "modules.edgeTunnel.peers.address")
+    _ip(c.relay.listen_address, "modules.edgeRelay.listenAddress")
+    _port(c.relay.listen_port, "modules.edgeRelay.listenPort", zero_ok=True)
+
+
+def parse_host_port(value: str, default_port: int, where: str) -> tuple[str, int]:
+    """ "host", "host:port", "[v6]:port" or a bare IPv6 → (host, port); host may be a DNS name."""
+    v = value.strip()
+    host, port = v, default_port
+    if v.startswith("["):
+        host, _, rest = v[1:].partition("]")
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ConfigError(f"{where}: bad address {value!r}")
+            port = int(rest[1:])
+    elif v.count(":") == 1:
+        host, _, p = v.partition(":")
+        if not p.isdigit():
+            raise ConfigError(f"{where}: bad port in {value!r}")
+        port = int(p)
+    if not host:
+        raise ConfigError(f"{where}: empty host in {value!r}")
+    _port(port, where)
+    return host, port
 
 
 def parse_server(value: str, where: str = "server") -> tuple[str, int]:
@@ -202,7 +305,7 @@ def parse_server(value: str, where: str = "server") -> tuple[str, int]:
 # -- generic YAML → dataclass loading ------------------------------------------------------------
 
 T = TypeVar("T")
-_ACRONYMS = {"api": "API", "dns": "DNS", "ip": "IP", "ttl": "TTL"}
+_ACRONYMS = {"api": "API", "ca": "CA", "dns": "DNS", "ip": "IP", "ttl": "TTL"}
 
 
 def _camel(name: str) -> str:
@@ -278,13 +381,44 @@ def from_dict(doc: Any) -> AgentConfig:
     return _build(AgentConfig, doc, "")
 
 
-def load(path: str | Path) -> AgentConfig:
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: {e.strerror or e}") from e
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not YAML: {e}") from e
+def apply_overrides(doc: Any, overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of `doc` with each `--set a.b.c=value` applied (value read as YAML, so numbers, booleans
+    and `[x, y]` lists keep their types; missing mappings are created). Unknown keys are left for the
+    loader to report."""
+    out: dict[str, Any] = copy.deepcopy(doc) if isinstance(doc, dict) else {}
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        keys = path.strip().split(".")
+        if not sep or not all(keys):
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: value is not YAML: {e}") from None
+        node = out
+        for i, k in enumerate(keys[:-1]):
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(keys[: i + 1])} is not a mapping")
+            node = nxt
+        node[keys[-1]] = value
+    return out
+
+
+def load(path: str | Path | None, overrides: Sequence[str] = ()) -> AgentConfig:
+    """The file (None: all defaults) with `--set` overrides applied, validated."""
+    doc: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: {e.strerror or e}") from e
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not YAML: {e}") from e
+    if overrides:
+        doc = apply_overrides(doc, overrides)
     return from_dict(doc)

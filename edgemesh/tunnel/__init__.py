@@ -1,5 +1,5 @@
-"""Agent-to-agent tunnel: streams multiplexed over mutually authenticated TLS sessions, direct or
-through a relay, with per-stream flow control, keepalives and reconnects (`Tunnel`, `RelayServer`)."""
+"""Agent-to-agent tunnel: streams multiplexed over mutually authenticated sessions — direct TLS,
+QUIC through a punched UDP hole, or relayed — with flow control and keepalives (`Tunnel`, `RelayServer`)."""
 
 from .identity import Identity, PeerRejected
 from .peers import Peer, peers_from_nodes, relays_from_nodes

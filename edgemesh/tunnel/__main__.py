@@ -8,7 +8,8 @@ tunnel) or `ERR reason\\n`; the line `STATS\\n` answers one JSON line of paths a
 Config keys: role ("node"|"relay"), node_name, cert, key, ca, listen ("host:port"), relays
 (["host:port"]), peers ([{"name", "addresses": ["host:port"]}]), serves (CIDRs whose endpoints this
 node serves), dial ("127.0.0.1:port"), keepalive_interval, keepalive_timeout, dial_timeout,
-upgrade_interval, window. Prints `READY <port>` once listening."""
+upgrade_interval, window, holepunch (default true), punch_timeout. A relay given a dial port
+answers only `STATS\n` there. Prints `READY <port>` once listening."""
 
 from __future__ import annotations
 
@@ -44,6 +45,20 @@ def _serves(cidrs: list[str]) -> Any:
         return any(addr in n for n in nets)
 
     return serves
+
+
+async def _stats_port(relay: RelayServer, host: str, port: int) -> asyncio.Server:
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            if (await r.readuntil(b"\n")).strip() == b"STATS":
+                w.write(json.dumps(relay.stats()).encode() + b"\n")
+                await w.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    return await asyncio.start_server(handle, host, port, limit=MAX_DIAL_LINE)
 
 
 async def _dial_port(t: Tunnel, host: str, port: int) -> asyncio.Server:
@@ -85,12 +100,17 @@ async def run(cfg: dict[str, Any]) -> None:
     if cfg.get("role") == "relay":
         relay = RelayServer(ident, host, port, **timing)
         await relay.start()
+        stats = await _stats_port(relay, *parse_address(cfg["dial"])) if cfg.get("dial") else None
         print(f"READY {relay.port}", flush=True)
         await stop.wait()
+        if stats is not None:
+            stats.close()
         await relay.stop()
         return
     more: dict[str, Any] = {
-        k: float(cfg[k]) for k in ("dial_timeout", "upgrade_interval", "open_timeout") if k in cfg
+        k: float(cfg[k])
+        for k in ("dial_timeout", "upgrade_interval", "open_timeout", "punch_timeout")
+        if k in cfg
     }
     t = Tunnel(
         TunnelConfig(
@@ -100,6 +120,7 @@ async def run(cfg: dict[str, Any]) -> None:
             listen_port=port,
             relays=tuple(parse_address(a) for a in cfg.get("relays", [])),
             window=int(cfg.get("window", 1024 * 1024)),
+            holepunch=bool(cfg.get("holepunch", True)),
             **timing,
             **more,
         ),

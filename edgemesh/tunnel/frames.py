@@ -35,6 +35,7 @@ class OpenKind(IntEnum):
     CONNECT = 0  # connect to target ip:port on the receiving node
     RELAY_TO = 1  # (to a relay) splice this stream to node `target`
     RELAYED_FROM = 2  # (from a relay) node `target` reaches you through me
+    RENDEZVOUS = 3  # (to a relay) UDP registration and introductions for hole punching
 
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")

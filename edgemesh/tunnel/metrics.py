@@ -19,6 +19,10 @@ class TunnelMetrics:
     bytes_in: Counter[str] = field(default_factory=Counter)  # by path, sessions already closed
     bytes_out: Counter[str] = field(default_factory=Counter)
     sessions_closed: int = 0
+    punches_started: int = 0  # hole punches this node asked a relay for
+    punches_accepted: int = 0  # hole punches a peer asked for that came up here
+    punches_succeeded: int = 0  # either kind, ending in a verified QUIC session
+    punches_failed: int = 0
 
     def snapshot(self, live: dict[str, tuple[int, int]], paths: dict[str, str]) -> dict[str, Any]:
         """Counters plus live sessions' bytes (live: path → (in, out)) and peers by path."""
@@ -35,4 +39,10 @@ class TunnelMetrics:
             "bytes_out": bytes_out,
             "peers_by_path": by_path,
             "sessions_closed": self.sessions_closed,
+            "punches": {
+                "started": self.punches_started,
+                "accepted": self.punches_accepted,
+                "succeeded": self.punches_succeeded,
+                "failed": self.punches_failed,
+            },
         }

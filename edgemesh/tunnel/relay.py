@@ -1,7 +1,10 @@
 """RelayServer: splices streams between nodes that cannot reach each other (run by cloudcore, or
 by an agent with a public address). Each node keeps one TLS session to it; a RELAY_TO stream from
 node A is matched with a RELAYED_FROM stream to node B and bytes are copied both ways. A and B run
-their own TLS inside, so the relay authenticates both ends but reads and forges nothing."""
+their own TLS inside, so the relay authenticates both ends but reads and forges nothing.
+
+The relay is also the rendezvous for hole punching (rendezvous.py): it listens on UDP on the same
+port to see each node's public UDP address, and introduces nodes to each other."""
 
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ from .dial import check_peer, fmt_addr, listen, tls_over
 from .frames import Open, OpenKind
 from .identity import Identity, PeerRejected
 from .peers import DEFAULT_PORT
+from .rendezvous import RendezvousServer
 from .session import Session
 from .splice import splice
 from .stream import MuxStream, StreamRefused
+from .udp import UdpEndpoint, bind_same_port, open_udp
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +46,15 @@ class RelayServer:
         self._verifier = identity.verifier()
         self._ctx: ssl.SSLContext | None = None
         self._server: asyncio.Server | None = None
+        self._udp: UdpEndpoint | None = None
+        self.rendezvous = RendezvousServer()
         self.sessions: dict[str, Session] = {}
         self._all: set[Session] = set()
         self.spliced_streams = 0
         self.refused_streams = 0
         self.handshakes_refused = 0
-        self.bytes_relayed = 0
+        self._bytes_done = 0
+        self._live: dict[int, tuple[list[int], list[int]]] = {}  # splices running, by id
 
     @property
     def port(self) -> int:
@@ -55,7 +63,11 @@ class RelayServer:
 
     async def start(self) -> None:
         self._ctx = self.identity.server_context()
-        self._server = await listen(self.host, self._port, self._on_connection)
+        self._server, self._udp = await bind_same_port(
+            self._port,
+            lambda p: listen(self.host, p, self._on_connection),
+            lambda p: open_udp(self.host, p, self.rendezvous.on_udp, _ignore, _nothing),
+        )
         log.info("tunnel relay listening on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
@@ -63,6 +75,8 @@ class RelayServer:
             self._server.close()
         for s in list(self._all):
             s.close("relay stopping")
+        if self._udp is not None:
+            self._udp.close()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -73,6 +87,8 @@ class RelayServer:
             "refused_streams": self.refused_streams,
             "handshakes_refused": self.handshakes_refused,
             "bytes_relayed": self.bytes_relayed,
+            "rendezvous_observed": self.rendezvous.observed(),
+            "introductions": self.rendezvous.introductions,
         }
 
     async def _on_connection(self, transport: asyncio.Transport, addr: Any) -> None:
@@ -115,6 +131,10 @@ class RelayServer:
         log.info("tunnel relay: node %s gone: %s", s.peer, s.closed.result())
 
     async def _on_open(self, src: Session, stream: MuxStream, o: Open) -> None:
+        if o.kind is OpenKind.RENDEZVOUS:
+            src.accept(stream)
+            await self.rendezvous.serve(src, stream)
+            return
         if o.kind is not OpenKind.RELAY_TO:
             self.refused_streams += 1
             raise StreamRefused(f"this is a relay: it forwards to nodes, not {o.kind.name}")
@@ -131,5 +151,23 @@ class RelayServer:
             raise StreamRefused(f"node {o.target} refused: {e}") from None
         src.accept(stream)
         self.spliced_streams += 1
-        ab, ba = await splice(stream.streams(), out.streams())
-        self.bytes_relayed += ab + ba
+        counters: tuple[list[int], list[int]] = ([0], [0])
+        self._live[id(counters)] = counters
+        try:
+            ab, ba = await splice(stream.streams(), out.streams(), counters)
+        finally:
+            del self._live[id(counters)]
+        self._bytes_done += ab + ba
+
+    @property
+    def bytes_relayed(self) -> int:
+        """Bytes copied between nodes so far, including splices still running."""
+        return self._bytes_done + sum(a[0] + b[0] for a, b in self._live.values())
+
+
+def _ignore(data: bytes, addr: tuple[str, int]) -> None:
+    """QUIC datagrams: the relay carries none (peers speak QUIC to each other only)."""
+
+
+def _nothing() -> None:
+    pass

@@ -275,11 +275,15 @@ class Session:
                         out.append(header(FrameType.DATA, s.sid, len(chunk)))
                         out.append(chunk)
                         self.bytes_out += len(chunk)
-                    if s.wants_close_frame():
+                    closing = s.wants_close_frame()
+                    if closing:
                         out.append(frame(FrameType.CLOSE, s.sid))
-                        s.close_frame_sent()
                     if out:
                         w.writelines(out)
+                    if closing:
+                        # Only now: a finished stream may drain the session, which closes the
+                        # writer, so the frames must be in it first.
+                        s.close_frame_sent()
                     if s.has_sendable() and s.sid not in self._queued:
                         self._queued.add(s.sid)
                         self._ready.append(s)

@@ -18,10 +18,11 @@ async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, counter: l
         dst.write_eof()
 
 
-async def splice(a: Pair, b: Pair) -> tuple[int, int]:
+async def splice(a: Pair, b: Pair, counters: tuple[list[int], list[int]] | None = None) -> tuple[int, int]:
     """Copy a→b and b→a until both directions end; an error on either side aborts both (so a
-    reset travels on as a reset, not as a clean EOF). Returns bytes copied (a→b, b→a)."""
-    ab, ba = [0], [0]
+    reset travels on as a reset, not as a clean EOF). Returns bytes copied (a→b, b→a); `counters`
+    (two one-element lists) lets the caller watch them grow while the copy runs."""
+    ab, ba = counters if counters is not None else ([0], [0])
     tasks = [asyncio.ensure_future(_pump(a[0], b[1], ab)), asyncio.ensure_future(_pump(b[0], a[1], ba))]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

@@ -77,6 +77,7 @@ class MuxStream(asyncio.Transport):
         self._write_paused = False
         self._closing = False  # close() called by the app
         self._lost = False
+        self._reset_draining = False  # session gone after the peer's CLOSE: buffered bytes still go up
         self.reset_reason: str | None = None
         self.bytes_in = 0
         self.bytes_out = 0
@@ -131,7 +132,14 @@ class MuxStream(asyncio.Transport):
 
     def _hand_over(self, data: bytes) -> None:
         assert self._protocol is not None
-        deliver(self._protocol, data)
+        try:
+            deliver(self._protocol, data)
+        except Exception as e:
+            # The protocol (nested TLS on a relayed stream, say) failed on this stream's bytes: that
+            # ends this stream, never the session under it that carries everyone else's.
+            log.warning("stream %d: protocol failed on received data: %s: %s", self.sid, type(e).__name__, e)
+            self._session.reset(self.sid, f"receiver failed: {type(e).__name__}")
+            return
         self._credit_back(len(data))
 
     def _credit_back(self, n: int) -> None:
@@ -153,6 +161,11 @@ class MuxStream(asyncio.Transport):
             return
         self._eof_delivered = True
         keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]
+        if self._reset_draining:
+            self._closing = True
+            self._lost = True
+            self._loop.call_soon(self._connection_lost, None)
+            return
         if not keep_open:
             self.close()
         self._maybe_finished()
@@ -170,7 +183,7 @@ class MuxStream(asyncio.Transport):
 
     # ---- send ------------------------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._lost or self._eof_out:
+        if self._lost or self._eof_out or self._reset_draining:
             if self.reset_reason is not None:
                 raise ConnectionResetError(self.reset_reason)
             return
@@ -258,11 +271,24 @@ class MuxStream(asyncio.Transport):
         if not self._lost:
             self._session.reset(self.sid, "aborted by the application")
 
+    def _force_close(self, exc: BaseException | None) -> None:
+        # asyncio's TLS layer (start_tls over this stream) calls this on a fatal TLS error.
+        self.abort()
+
     def on_reset(self, reason: str) -> None:
         """The stream is gone (peer RESET, local reset, or session death)."""
-        if self._lost:
+        if self._lost or self._reset_draining:
             return
         self.reset_reason = reason
+        if self._eof_in and not self._closing and not self._eof_delivered and self._protocol is not None:
+            # The peer's CLOSE is already here, so all it sent is buffered: the app still reads it
+            # and then EOF (a session that drains and closes must not cut the tail off a response).
+            self._reset_draining = True
+            self._send.clear()
+            self._send_size = 0
+            self._session.forget(self.sid)
+            self._loop.call_soon(self._flush_recv)
+            return
         self._lost = True
         self._recv.clear()
         self._send.clear()

@@ -1,10 +1,12 @@
-"""The agent's tunnel: one authenticated session per peer node, chosen by path (direct TCP, else
-through a relay), streams opened on demand, inbound streams connected to this node's endpoints.
+"""The agent's tunnel: one authenticated session per peer node, chosen by path, streams opened on
+demand, inbound streams connected to this node's endpoints.
 
-Not done yet: UDP hole punching. The "holepunch" path rank is reserved, but nothing registers
-observed UDP addresses at the relay, sends simultaneous probes, or carries sessions over UDP; a
-peer behind NAT stays on the relay until one of its advertised addresses becomes directly
-reachable (the upgrader retries those every `upgrade_interval` and switches to direct)."""
+Paths, best first: direct (TLS over TCP to an address the peer advertises), holepunch (QUIC with
+mutual TLS over a UDP 4-tuple punched through both NATs, see punch.py), relay (nested TLS through
+a relay session). A new peer is reached direct, else through a relay at once; a relayed session
+then asks the relay (which doubles as rendezvous) to introduce the two nodes, and a punched
+session that comes up replaces the relayed one, whose streams drain. A punched session that dies
+falls back to the relay at once; the upgrader retries punches and direct addresses periodically."""
 
 from __future__ import annotations
 
@@ -21,9 +23,13 @@ from .frames import Open, OpenKind
 from .identity import Identity, PeerRejected
 from .metrics import TunnelMetrics
 from .peers import DEFAULT_PORT, Peer
+from .punch import HolePuncher, PunchFailed
+from .quic import QuicLink
+from .rendezvous import Offer, RendezvousClient
 from .session import Session
 from .stream import INITIAL_WINDOW, MuxStream, StreamRefused
 from .target import Serves, connect_target
+from .udp import bind_same_port
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,8 @@ class TunnelConfig:
     open_timeout: float = 10.0
     upgrade_interval: float = 30.0  # how often a relayed peer is retried on a direct path
     window: int = 1024 * 1024  # per-stream receive window
+    holepunch: bool = True  # listen on UDP too, register with relays, punch toward relayed peers
+    punch_timeout: float = 10.0  # probes + QUIC handshake, per attempt
 
 
 @dataclass
@@ -77,6 +85,9 @@ class Tunnel:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self.relay_up = asyncio.Event()
+        self._punch: HolePuncher | None = None
+        self._rendezvous: dict[tuple[str, int], RendezvousClient] = {}
+        self._punching: set[str] = set()  # peers a punch we asked for is in progress to
 
     # ---- public ----------------------------------------------------------------------------
     @property
@@ -91,7 +102,18 @@ class Tunnel:
     async def start(self) -> None:
         self._server_ctx = self.config.identity.server_context()
         self._client_ctx = self.config.identity.client_context()
-        self._server = await listen(self.config.listen_host, self.config.listen_port, self._on_connection)
+        host = self.config.listen_host
+        if self.config.holepunch:
+            punch = self._punch = HolePuncher(
+                self.config.identity, self._verifier, idle_timeout=2 * self.config.keepalive_timeout
+            )
+            self._server, _ = await bind_same_port(
+                self.config.listen_port,
+                lambda p: listen(host, p, self._on_connection),
+                lambda p: punch.start(host, p),
+            )
+        else:
+            self._server = await listen(host, self.config.listen_port, self._on_connection)
         for addr in self.config.relays:
             self._spawn(self._relay_link(addr), f"tunnel-relay-{addr[0]}:{addr[1]}")
         self._spawn(self._upgrader(), "tunnel-upgrader")
@@ -107,6 +129,8 @@ class Tunnel:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._punch is not None:
+            self._punch.stop()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -120,6 +144,13 @@ class Tunnel:
             live[s.path] = (i + s.bytes_in, o + s.bytes_out)
         snap = self.metrics.snapshot(live, self.paths())
         snap["relays_connected"] = sum(1 for s in self._relays.values() if s.usable)
+        observed = [rv.observed for rv in self._rendezvous.values() if rv.observed is not None]
+        snap["udp"] = {
+            "enabled": self._punch is not None,
+            "observed": fmt_addr(observed[0]) if observed else None,
+            "quic_links": self._punch.links() if self._punch is not None else 0,
+            "unexpected_datagrams": self._punch.unexpected_datagrams if self._punch is not None else 0,
+        }
         return snap
 
     async def open(
@@ -199,6 +230,8 @@ class Tunnel:
             return cur
         self._state.pop(s.peer, None)
         log.info("tunnel %s ↔ %s: %s session up", self.name, s.peer, s.path)
+        if s.path == "relay" and s.initiator:
+            self._maybe_punch(s.peer)
         return s
 
     def _on_session_closed(self, s: Session, reason: str) -> None:
@@ -212,7 +245,17 @@ class Tunnel:
             for other in self._all:
                 if other.peer == s.peer and other.usable:
                     self._sessions[s.peer] = other
+            if s.path == "holepunch" and s.peer not in self._sessions and not self._stopping:
+                # The punched path died (NAT mapping gone, UDP blocked): back to the relay now,
+                # not at the next stream, so the peer stays reachable without a first failure.
+                self._spawn(self._reconnect(s.peer), f"tunnel-fallback-{s.peer}")
         log.info("tunnel %s ↔ %s: %s session closed: %s", self.name, s.peer, s.path, reason)
+
+    async def _reconnect(self, node: str) -> None:
+        try:
+            await self._session_for(node)
+        except (ConnectionError, TimeoutError) as e:
+            log.info("tunnel %s: %s not reachable after its punched path died: %s", self.name, node, e)
 
     async def _session_for(self, node: str) -> Session:
         s = self._sessions.get(node)
@@ -343,12 +386,17 @@ class Tunnel:
                 self.relay_up.set()
                 backoff = RELAY_BACKOFF_MIN
                 log.info("tunnel %s: connected to relay %s:%d", self.name, *addr)
+                if self._punch is not None:
+                    rv = RendezvousClient(addr, s, self._punch.send, self._on_offer, self.config.open_timeout)
+                    self._rendezvous[addr] = rv
+                    self._spawn(self._rendezvous_run(addr, rv), f"tunnel-rendezvous-{addr[0]}:{addr[1]}")
                 reason = await s.closed
                 log.warning("tunnel %s: relay %s:%d lost: %s", self.name, addr[0], addr[1], reason)
             except (OSError, TimeoutError, PeerRejected, ssl.SSLError) as e:
                 log.warning("tunnel %s: relay %s:%d: %s", self.name, addr[0], addr[1], _why(e))
             finally:
                 self._relays.pop(addr, None)
+                self._rendezvous.pop(addr, None)
                 if not self._relays:
                     self.relay_up.clear()
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # backoff timer
@@ -375,6 +423,8 @@ class Tunnel:
         while True:
             await asyncio.sleep(self.config.upgrade_interval)  # periodic retry timer
             for node, s in list(self._sessions.items()):
+                if s.path == "relay" and s.initiator:
+                    self._maybe_punch(node)
                 peer = self._peers.get(node)
                 if s.path == "direct" or peer is None or node in self._connecting:
                     continue
@@ -386,6 +436,79 @@ class Tunnel:
                         log.debug(
                             "tunnel %s: %s still not direct via %s:%d: %s", self.name, node, host, port, e
                         )
+
+    # ---- hole punching ---------------------------------------------------------------------
+    async def _rendezvous_run(self, addr: tuple[str, int], rv: RendezvousClient) -> None:
+        try:
+            await rv.run()
+        except (ConnectionError, TimeoutError, ValueError, KeyError) as e:
+            # An older relay refuses RENDEZVOUS; a lost relay resets it: the relay path still works.
+            log.info("tunnel %s: no rendezvous with relay %s:%d: %s", self.name, addr[0], addr[1], _why(e))
+        finally:
+            if self._rendezvous.get(addr) is rv:
+                del self._rendezvous[addr]
+
+    def _maybe_punch(self, node: str) -> None:
+        if self._punch is None or self._stopping or node in self._punching:
+            return
+        if not any(rv.observed is not None for rv in self._rendezvous.values()):
+            return  # not registered yet; the upgrader asks again later
+        self._punching.add(node)
+        self._spawn(self._punch_to(node), f"tunnel-punch-{node}")
+
+    async def _punch_to(self, node: str) -> None:
+        """Ask a relay to introduce us to `node`, punch, and adopt the QUIC session."""
+        assert self._punch is not None
+        errors: list[str] = []
+        try:
+            for addr, rv in list(self._rendezvous.items()):
+                if rv.observed is None:
+                    continue
+                try:
+                    offer = await rv.introduce(node, self.config.open_timeout)
+                except (ConnectionError, TimeoutError) as e:
+                    errors.append(f"relay {addr[0]}:{addr[1]}: {_why(e)}")
+                    continue
+                self.metrics.punches_started += 1
+                try:
+                    link = await self._punch.punch(offer, self.config.punch_timeout)
+                except PunchFailed as e:
+                    self.metrics.punches_failed += 1
+                    errors.append(str(e))
+                    continue
+                self.metrics.punches_succeeded += 1
+                self._adopt_link(link, initiator=True)
+                return
+            if errors:
+                log.info("tunnel %s: staying on the relay to %s: %s", self.name, node, "; ".join(errors))
+        finally:
+            self._punching.discard(node)
+
+    def _on_offer(self, offer: Offer) -> None:
+        """A peer asked the relay to introduce it to us: punch back and serve its QUIC handshake."""
+        self._spawn(self._accept_punch(offer), f"tunnel-punch-from-{offer.peer}")
+
+    async def _accept_punch(self, offer: Offer) -> None:
+        assert self._punch is not None
+        try:
+            link = await self._punch.punch(offer, self.config.punch_timeout)
+        except PunchFailed as e:
+            self.metrics.punches_failed += 1
+            log.info("tunnel %s: punch from %s failed: %s", self.name, offer.peer, e)
+            return
+        self.metrics.punches_accepted += 1
+        self.metrics.punches_succeeded += 1
+        self._adopt_link(link, initiator=False)
+
+    def _adopt_link(self, link: QuicLink, *, initiator: bool) -> None:
+        if link.closed:
+            return
+        r, w = link.pipe.streams()
+        self._adopt(
+            self._session(
+                r, w, initiator=initiator, peer=link.expect, path="holepunch", on_open=self._on_peer_open
+            )
+        )
 
 
 def _peer_der(w: asyncio.StreamWriter) -> bytes | None:

@@ -227,6 +227,8 @@ class PodStreams:
                     await data.write(msg.data[1:])
                 elif msg.data == ch.close_frame(ch.PF_DATA):
                     await data.close_write()
+                elif msg.data[0] == ch.PF_ERROR:  # the runtime's reason, for kubectl to print
+                    await error.write(msg.data[1:])
 
         a, b = asyncio.create_task(to_pod()), asyncio.create_task(from_pod())
         try:

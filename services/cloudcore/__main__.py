@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
+
+from kubeedge import systemd
 
 from .app import CloudCore, run
 from .config import ConfigError, load_config
@@ -46,11 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"cloudcore: configuration error: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # The journal (with NODE=/PEER=/OBJECT= fields) under systemd, stderr otherwise.
+    systemd.setup_logging("cloudcore", config.log_level.upper())
     try:
         asyncio.run(run(config, ready=_announce))
     except KeyboardInterrupt:

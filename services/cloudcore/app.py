@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry
 
+from kubeedge import systemd
 from kubeedge.apiserver.config import ApiServerConfig
 from kubeedge.apiserver.server import ApiServer
 from kubeedge.beehive import Message
@@ -233,6 +234,8 @@ class CloudCore:
 
         if cfg.modules.cloud_stream.enable:
             await self._start_cloudstream(serving, registry)
+        if cfg.modules.edge_mesh_relay.enable:
+            await self._start_mesh_relay(serving, registry)
 
         registry.register(CloudCoreCollector(hub.stats, self._syncs))
         metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port, registry, self.health)
@@ -261,6 +264,22 @@ class CloudCore:
         self.cloudstream = stream
         self._teardown.append(("cloudstream", stream.stop))
         self._serving.add("cloudstream")
+
+    async def _start_mesh_relay(self, serving: certs.KeyPair, registry: CollectorRegistry) -> None:
+        # Imported here: cloudcore without the relay never loads the mesh.
+        from edgemesh.observe import StatsCollector, relay_families
+        from edgemesh.tunnel import Identity, RelayServer
+
+        mr = self.config.modules.edge_mesh_relay
+        # The relay proves itself with the serving certificate (agents accept any from our CA).
+        d = self.data_dir / "edgemesh"
+        d.mkdir(parents=True, exist_ok=True)
+        serving.save(d / "relay.crt", d / "relay.key")
+        relay = RelayServer(Identity(d / "relay.crt", d / "relay.key", self.ca_path), mr.address, mr.port)
+        await relay.start()
+        self._teardown.append(("edgemesh relay", relay.stop))
+        registry.register(StatsCollector(lambda: relay_families(relay.stats())))
+        self._serving.add("edgemesh-relay")
 
     async def stop(self) -> None:
         self._serving.clear()
@@ -299,6 +318,13 @@ class CloudCore:
             log.info("health: API probe failed: %s", e)
             return False
         return True
+
+    async def status_line(self) -> str:
+        """systemd's STATUS=: where cloudhub serves, how many edges are connected, API health."""
+        hub = self.hub
+        port = hub.port if hub is not None else self.config.modules.cloud_hub.websocket.port
+        nodes = len(hub.nodes()) if hub is not None else 0
+        return systemd.cloud_status(f":{port}", nodes, await self._api_ok())
 
     def describe(self) -> list[str]:
         """Human lines saying where everything serves (printed by __main__)."""
@@ -349,7 +375,12 @@ async def run(config: CloudCoreConfig, ready: Callable[[CloudCore], None] | None
         await core.start()
         if ready is not None:
             ready(core)
+        # start() returns once cloudhub, bootstrap and metrics listen over a synced API: serving.
+        systemd.ready(await core.status_line())
+        systemd.spawn_watchdog(core.sup)
+        systemd.spawn_status(core.sup, core.status_line)
         await stop.wait()
         log.info("cloudcore shutting down")
+        systemd.stopping("stopping: closing edge connections")
     finally:
         await core.stop()

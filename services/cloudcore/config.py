@@ -166,6 +166,19 @@ class CloudStreamSettings:
 
 
 @dataclass(frozen=True)
+class EdgeMeshRelaySettings:
+    """An EdgeMesh tunnel relay for agents without a public address (they list it in relayNodes)."""
+
+    enable: bool = field(default=False, metadata=_key("enable"))
+    address: str = field(default="0.0.0.0", metadata=_key("address"))
+    port: int = field(default=20007, metadata=_key("port"))
+
+    def __post_init__(self) -> None:
+        _check_address(self.address, "edgeMeshRelay.address")
+        _check_port(self.port, "edgeMeshRelay.port")
+
+
+@dataclass(frozen=True)
 class Modules:
     cloud_hub: CloudHubSettings = field(default_factory=CloudHubSettings, metadata=_key("cloudHub"))
     edge_controller: EdgeControllerSettings = field(
@@ -173,6 +186,9 @@ class Modules:
     )
     cloud_stream: CloudStreamSettings = field(
         default_factory=CloudStreamSettings, metadata=_key("cloudStream")
+    )
+    edge_mesh_relay: EdgeMeshRelaySettings = field(
+        default_factory=EdgeMeshRelaySettings, metadata=_key("edgeMeshRelay")
     )
 
 

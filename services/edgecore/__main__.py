@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import logging
 import os
 import subprocess
 import sys
@@ -98,16 +97,14 @@ def join_in_child(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     with lean_imports():
+        from kubeedge import systemd
         from kubeedge.pki.client import BootstrapError
 
         from .app import CredentialsError, ensure_credentials, run
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # The journal (with NODE=/PEER=/OBJECT= fields) under systemd, stderr otherwise.
+    systemd.setup_logging("edgecore", args.log_level.upper())
     try:
         config = load(args.config, args.set)
     except ConfigError as e:

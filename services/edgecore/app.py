@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import orjson
 
+from kubeedge import systemd
 from kubeedge.beehive import Message
 from kubeedge.beehive.apirequest import ApiReply, ApiRequest
 from kubeedge.beehive.message import OP_ERROR, OP_PATCH, OP_QUERY, RT_NODEPATCH, RT_PODPATCH
@@ -33,6 +34,8 @@ from .nodeagent import NodeAgent, NodeAgentConfig
 from .upstream import UpstreamQueue
 
 log = logging.getLogger(__name__)
+
+POD_KEY: Final = "pods"  # the edge store's key for pods (metamanager's storage key)
 
 # Local requests (edge → cloud, awaiting a reply) in flight at once.
 MAX_PENDING_REQUESTS: Final = 1024
@@ -121,6 +124,9 @@ class EdgeCore:
         self._ca_pem = b""
         self._cert: certs.KeyPair | None = None
         self.stopped = asyncio.Event()
+        # Set once the store is open and the MetaServer listens: what systemd's READY=1 means here.
+        self.serving = asyncio.Event()
+        self._offline = systemd.OfflineClock()
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -177,10 +183,31 @@ class EdgeCore:
             self._start_edgestream()
         if ms_cfg is not None:
             self.metaserver = MetaServer(self.store, ms_cfg, forward=self.forward_write)
-            self.sup.spawn(self.metaserver.run, "metaserver")
+            self.sup.spawn(self._serve_metaserver, "metaserver")
+        else:
+            self.serving.set()
         if cfg.edge_hub.rotate_certificates and cfg.cloud_http is not None:
             self.sup.spawn(self._rotation_loop, "cert-rotation")
         log.info("edgecore %s started (data %s)", self.node_name, cfg.data_dir)
+
+    async def _serve_metaserver(self) -> None:
+        """MetaServer.run, plus `serving` set once it listens (a failed bind is retried by the Supervisor)."""
+        assert self.metaserver is not None
+        await self.metaserver.start()
+        self.serving.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.metaserver.stop()
+
+    async def status_line(self) -> str:
+        """systemd's STATUS=: the cloud link and the pods this node serves."""
+        assert self.store is not None
+        connected = bool(self.hub and self.hub.connected)
+        pods = len((await self.store.list(POD_KEY)).items)
+        host, port = self.config.cloud_ws
+        cloud = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return systemd.edge_status(cloud, connected, pods, self._offline.observe(connected))
 
     def _node_facts(self) -> Any:
         # Imported here: grpc is most of an idle edgecore's memory, and only pods need it.
@@ -290,8 +317,13 @@ class EdgeCore:
             loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
-            await stop.wait()
+            if await _first_set(self.serving, stop) is self.serving:
+                systemd.ready(await self.status_line())
+                systemd.spawn_watchdog(self.sup)
+                systemd.spawn_status(self.sup, self.status_line)
+                await stop.wait()
             log.info("edgecore: signal received, shutting down")
+            systemd.stopping("stopping: pods keep running in containerd")
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
@@ -392,6 +424,17 @@ class EdgeCore:
             "upstreamPending": len(self.upstream) if self.upstream else 0,
             "supervisorFailures": self.sup.failures,
         }
+
+
+async def _first_set(*events: asyncio.Event) -> asyncio.Event:
+    """The first of ``events`` to be set (e.g. SIGTERM while the MetaServer still cannot bind)."""
+    waiters = {asyncio.ensure_future(e.wait()): e for e in events}
+    try:
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+    return waiters[next(iter(done))]
 
 
 async def run(config: EdgeCoreConfig) -> None:

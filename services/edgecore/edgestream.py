@@ -165,6 +165,6 @@ class EdgeStream:
             port = req.get("port")
             if not isinstance(port, int) or not 0 < port < 65536:
                 raise StreamError(400, f"invalid port {port!r}")
-            await portforward.serve(stream, await pods.pod_ip(cri, pod), port)
+            await portforward.serve(stream, cri, await portforward.ready_sandbox(cri, pod), port)
         else:
             raise StreamError(400, f"unsupported stream kind {stream.kind}")

@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import yaml
 
+from kubeedge import systemd
 from kubeedge.cloudcore import config as cc_config
 from kubeedge.edgecore import config as ec_config
 from kubeedge.pki import tokens
@@ -40,6 +41,8 @@ from kubeedge.pki.client import BootstrapError, PinError
 CLOUD_DATA_DIR: Final = Path("/var/lib/kubeedge/cloud")
 EDGE_DATA_DIR: Final = Path("/var/lib/kubeedge/edge")
 SYSTEMD_DIR: Final = Path("/etc/systemd/system")
+SYSTEMD_RUNTIME: Final = Path("/run/systemd/system")
+SYSTEM_UNIT_DIRS: Final = (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
 DEFAULT_CERT_PORT: Final = 10002
 DEFAULT_META_SERVER: Final = "127.0.0.1:10550"
 # cloudcore starts the embedded API server and syncs its informers before healthz passes.
@@ -94,6 +97,11 @@ class Daemon:
     def unit(self) -> Path:
         return SYSTEMD_DIR / f"{self.name}.service"
 
+    @property
+    def dropin(self) -> Path:
+        """keadm's settings on top of the packaged unit: this interpreter, this config."""
+        return SYSTEMD_DIR / f"{self.name}.service.d" / "keadm.conf"
+
     def command(self) -> list[str]:
         return [sys.executable, "-m", f"kubeedge.{self.name}", "--config", str(self.config)]
 
@@ -102,10 +110,8 @@ class Daemon:
 
 
 def systemd_is_init() -> bool:
-    try:
-        return Path("/proc/1/comm").read_text().strip() == "systemd"
-    except OSError:
-        return False
+    """sd_booted(3): systemd is the service manager iff it created /run/systemd/system."""
+    return SYSTEMD_RUNTIME.is_dir()
 
 
 def primary_ip() -> str:
@@ -217,20 +223,33 @@ def start_daemon(d: Daemon, *, foreground: bool, detach: bool) -> str:
     return _start_detached(d)
 
 
+def unit_dropin(d: Daemon) -> str:
+    """Points the packaged unit (Type=notify, watchdog, hardening) at this install's interpreter and
+    config; the packaged ExecStart and condition are for the appliance image's paths."""
+    lines = [
+        "# written by keadm; removed by keadm reset",
+        "[Unit]",
+        "ConditionPathExists=",
+        f"ConditionPathExists={d.config}",
+        "[Service]",
+        "ExecStart=",
+        f"ExecStart={' '.join(d.command())}",
+    ]
+    if d.name == "cloudcore":
+        # cloudcore's unit makes the file system read-only but for /var/lib/kubeedge.
+        lines.append(f"ReadWritePaths={d.data_dir}")
+    return "\n".join(lines) + "\n"
+
+
 def _start_unit(d: Daemon) -> str:
-    unit = (
-        "[Unit]\n"
-        f"Description=KubeEdge {d.name}\n"
-        "After=network-online.target\nWants=network-online.target\n\n"
-        "[Service]\n"
-        f"ExecStart={' '.join(d.command())}\n"
-        "Restart=on-failure\nRestartSec=5\n\n"
-        "[Install]\nWantedBy=multi-user.target\n"
-    )
     # A pid file left by an earlier detached run would make the start-up wait think the unit died.
     d.pidfile.unlink(missing_ok=True)
     try:
-        d.unit.write_text(unit)
+        if not any((lib / d.unit.name).exists() for lib in SYSTEM_UNIT_DIRS):  # else the OS ships it
+            d.unit.write_text(systemd.unit_text(d.unit.name))
+        d.dropin.parent.mkdir(parents=True, exist_ok=True)
+        d.dropin.write_text(unit_dropin(d))
+        # Type=notify: `enable --now` returns once the daemon said READY=1 (it serves), or fails.
         for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", d.name]):
             subprocess.run(cmd, check=True, capture_output=True, text=True)
     except OSError as e:
@@ -274,10 +293,15 @@ def wait_until(probe: Any, d: Daemon, what: str, within: float) -> None:
 def stop_daemon(d: Daemon) -> list[str]:
     """Stop ``d`` however keadm started it; returns what was done."""
     done: list[str] = []
-    if d.unit.exists() and str(d.config) in d.unit.read_text():
+    if d.dropin.exists() and str(d.config) in d.dropin.read_text():
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
             subprocess.run(["systemctl", "disable", "--now", d.name], check=True, capture_output=True)
-        d.unit.unlink()
+        d.dropin.unlink()
+        with contextlib.suppress(OSError):
+            d.dropin.parent.rmdir()
+        with contextlib.suppress(OSError, KeyError):
+            if d.unit.read_text() == systemd.unit_text(d.unit.name):  # the copy keadm wrote, unchanged
+                d.unit.unlink()
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
             subprocess.run(["systemctl", "daemon-reload"], check=True, capture_output=True)
         done.append(f"stopped and removed systemd unit {d.unit}")
@@ -662,7 +686,7 @@ def _add_run_mode(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from . import devrun
+    from . import devrun, firstboot
 
     p = argparse.ArgumentParser(prog="keadm", description="set up KubeEdge clouds and edge nodes")
     sub = p.add_subparsers(dest="command", required=True)
@@ -726,6 +750,7 @@ def parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_image_import)
 
     devrun.add_parser(sub)
+    firstboot.add_parser(sub)
     return p
 
 

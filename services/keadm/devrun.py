@@ -33,6 +33,9 @@ CLOUD_READY_TIMEOUT: Final = 120.0
 NODE_READY_TIMEOUT: Final = 60.0
 CHILD_STOP_TIMEOUT: Final = 20.0
 POLL_INTERVAL: Final = 0.2
+MESH_READY_TIMEOUT: Final = 60.0
+MESH_DNS: Final = "169.254.96.16"  # KubeEdge EdgeMesh's default DNS address
+MESH_METRICS: Final = "127.0.0.1:10551"
 
 
 def add_parser(sub: Any) -> None:
@@ -57,16 +60,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--keep-pods", action="store_true", help="on exit, leave pods running (the next run adopts them)"
     )
+    p.add_argument("--no-mesh", action="store_true", help="do not start the EdgeMesh agent for this node")
+    p.add_argument("--mesh-dns", default=MESH_DNS, help=f"the mesh agent's DNS address ({MESH_DNS})")
     p.set_defaults(func=lambda a: asyncio.run(DevRun(a).run()))
 
 
 class Child:
     """One daemon subprocess with its log file."""
 
-    def __init__(self, name: str, config: Path, log: Path) -> None:
+    def __init__(self, name: str, config: Path, log: Path, module: str = "") -> None:
         self.name = name
         self.config = config
         self.log = log
+        self.module = module or f"kubeedge.{name}"
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -75,7 +81,7 @@ class Child:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                f"kubeedge.{self.name}",
+                self.module,
                 "--config",
                 str(self.config),
                 stdin=asyncio.subprocess.DEVNULL,
@@ -117,6 +123,9 @@ class DevRun:
         self.advertise = a.advertise_address or cli.primary_ip()
         self.cloud = Child("cloudcore", self.cloud_dir / "cloudcore.yaml", self.base / "cloudcore.log")
         self.edge = Child("edgecore", self.edge_dir / "edgecore.yaml", self.base / "edgecore.log")
+        self.mesh = Child(
+            "edgemesh", self.base / "mesh" / "edgemesh.yaml", self.base / "edgemesh.log", "edgemesh"
+        )
         self.runtime = DevRuntime(
             self.base, endpoint=a.runtime_endpoint, pod_cidr=a.pod_cidr, keep_pods=a.keep_pods
         )
@@ -156,7 +165,10 @@ class DevRun:
             print(f"keadm dev-run: {e}", file=sys.stderr, flush=True)
             code = 1
         finally:
-            print("stopping edgecore, the pods and containerd, then cloudcore ...", flush=True)
+            print(
+                "stopping the mesh agent, edgecore, the pods and containerd, then cloudcore ...", flush=True
+            )
+            await self._stop_child(self.mesh)  # first: it removes its DNAT rules and DNS interface
             await self._stop_child(self.edge)
             for note in await self.runtime.stop(self.edge_dir / "edged"):
                 print(note, flush=True)
@@ -184,6 +196,7 @@ class DevRun:
             (f"{config.modules.cloud_stream.stream_address}:{a.stream_port}", "--stream-port"),
             (config.embedded.listen, "--api-listen"),
             (a.meta_server, "--meta-server"),
+            *([] if a.no_mesh else [(MESH_METRICS, "--no-mesh"), ("0.0.0.0:20006", "--no-mesh")]),
         ):
             try:
                 cli.check_port_free(address, setting)
@@ -235,6 +248,8 @@ class DevRun:
                 f"node {self.node} Ready",
                 NODE_READY_TIMEOUT,
             )
+        if not a.no_mesh:
+            await self._start_mesh()
         print(f"Ready: node {self.node} joined; Ctrl-C stops edgecore, its pods and cloudcore", flush=True)
         print(f"try:  .venv/bin/kubectl --kubeconfig {self.kubeconfig_shown} get nodes", flush=True)
         if not a.runtime_endpoint:
@@ -245,6 +260,36 @@ class DevRun:
         )
         print("join more edge nodes with:", flush=True)
         print("  " + cli.join_command(self.advertise, hub.websocket.port, hub.https.port, token), flush=True)
+
+    async def _start_mesh(self) -> None:
+        """The EdgeMesh agent for this node: cluster DNS on --mesh-dns, the service proxy, the tunnel."""
+        doc = {
+            "apiVersion": "agent.edgemesh.config.kubeedge.io/v1alpha1",
+            "kind": "EdgeMeshAgent",
+            "kubeAPIConfig": {"metaServer": f"http://{self.a.meta_server}"},
+            "commonConfig": {
+                "nodeName": self.node,
+                "bridgeDeviceIP": self.a.mesh_dns,
+                "metricsAddress": MESH_METRICS.split(":")[0],
+                "metricsPort": int(MESH_METRICS.split(":")[1]),
+                "edgecoreDataDir": str(self.edge_dir),
+            },
+            # A development run leaves the host as it found it: rules and the DNS interface go at exit.
+            "modules": {"edgeDNS": {"removeInterfaceOnExit": True}},
+        }
+        self.mesh.config.parent.mkdir(parents=True, exist_ok=True)
+        cli.write_private(self.mesh.config, yaml.safe_dump(doc, sort_keys=False))
+        await self.mesh.start()
+        print(f"edgemesh agent starting (log {self.mesh.log}) ...", flush=True)
+        url = f"http://{MESH_METRICS}/healthz"
+        await self._until(
+            lambda: asyncio.to_thread(cli.healthy, url), "edgemesh agent healthy", MESH_READY_TIMEOUT
+        )
+        print(
+            f"cluster DNS: dig @{self.a.mesh_dns} kubernetes.default.svc.cluster.local "
+            f"(any Service: <name>.<namespace>.svc.cluster.local; its ClusterIP answers from this host)",
+            flush=True,
+        )
 
     def _link_kubeconfig(self) -> Path:
         """``<data-dir>/admin.kubeconfig`` stays the path users use: a link into the embedded API's data."""
@@ -260,7 +305,7 @@ class DevRun:
         while time.monotonic() < deadline:
             if self.stop.is_set():
                 raise cli.KeadmError(f"interrupted while waiting for {what}")
-            for child in (self.cloud, self.edge):
+            for child in (self.cloud, self.edge, self.mesh):
                 if child.proc is not None and not child.alive:
                     raise cli.KeadmError(
                         f"{child.name} exited during start-up: {cli.log_tail(child.log)} (log: {child.log})"
@@ -273,7 +318,9 @@ class DevRun:
     async def _watch(self) -> None:
         """Until a signal, or until a child dies on its own (then say which, and stop the other)."""
         assert self.cloud.proc is not None and self.edge.proc is not None
-        waits = {asyncio.ensure_future(c.proc.wait()): c for c in (self.cloud, self.edge) if c.proc}
+        waits = {
+            asyncio.ensure_future(c.proc.wait()): c for c in (self.cloud, self.edge, self.mesh) if c.proc
+        }
         stop = asyncio.ensure_future(self.stop.wait())
         try:
             done, _ = await asyncio.wait([stop, *waits], return_when=asyncio.FIRST_COMPLETED)

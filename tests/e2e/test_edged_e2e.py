@@ -457,6 +457,36 @@ async def test_bad_input_shows_waiting_reasons_and_spares_other_pods(cluster: Ed
         await wait_http(f"http://{after['status']['podIP']}:{PORT}/", "hello")
 
 
+# ---- 4b. deletion ---------------------------------------------------------------------------------------
+
+
+async def test_deleted_pod_shows_its_termination_before_it_goes(cluster: EdgedCluster) -> None:
+    # What `kubectl get pod -w` shows: after the deletion, the pod's final status (container terminated,
+    # phase Succeeded: it exits 0 on SIGTERM), then its removal.
+    await cluster.ensure_up()
+    async with cluster.admin() as kc:
+        ns = await new_namespace(kc, "bye")
+        pod = await kc.create(PODS, bare_pod("bye"), ns)
+        await wait_for(lambda: _running(kc, ns, "bye"), deadline_s=DEADLINE_S, what="bye Running and Ready")
+        await cluster.kubectl("delete", "pod", "bye", "-n", ns, "--wait=false")
+        last: dict[str, Any] = {}
+        async with asyncio.timeout(DEADLINE_S):
+            async for ev in watch(kc, PODS, ns, resource_version=pod["metadata"]["resourceVersion"]):
+                if ev.type == "DELETED":
+                    break
+                if ev.type == "MODIFIED":
+                    last = ev.object
+        status = last.get("status") or {}
+        (cs,) = status.get("containerStatuses") or [{}]
+        assert status.get("phase") == "Succeeded", status
+        assert (cs.get("state") or {}).get("terminated", {}).get("reason") == "Completed", cs
+        assert not cs.get("ready")
+
+
+async def _running(kc: KubeClient, ns: str, name: str) -> bool:
+    return running_ready(await kc.get(PODS, name, ns))
+
+
 # ---- 5. autonomy ---------------------------------------------------------------------------------------
 
 

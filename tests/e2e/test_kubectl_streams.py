@@ -1,12 +1,13 @@
-"""kubectl logs / exec / port-forward through the cloud to an edge pod, all real: a project-owned
+"""kubectl logs / exec / attach / port-forward through the cloud to an edge pod, all real: a project-owned
 containerd, cloudcore (embedded API, cloudStream on) and edgecore (edged on, edgeStream on) as OS
 processes, and kubectl 1.37 with the admin kubeconfig.
 
 Proves: `logs` (plain, --tail, --timestamps, -f with new lines arriving, --previous after a restart);
 `exec -- cat /etc/hostname`, `exec -i` with piped stdin (stdin EOF reaches the command), a missing
 command fails with a non-zero exit and a message; `port-forward` to busybox httpd and a GET through
-it; a node certificate cannot exec into another node's pod; a pod on a node without a tunnel gets a
-clear error."""
+it, also to an httpd bound only to the pod's 127.0.0.1 (forwarding happens inside the pod's network
+namespace); `attach -i` to a container reading its stdin, a line sent and its answer seen; a node
+certificate cannot exec into another node's pod; a pod on a node without a tunnel gets a clear error."""
 
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ STARTUP_S = 30.0
 TALKER = "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.2; done"
 WEB = "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www"
 CRASHER = "echo boot-$(cat /proc/sys/kernel/random/uuid); sleep 1; exit 3"
+# Bound to the pod's loopback only: reachable inside the pod's network namespace, not on the pod IP.
+LOOPBACK_WEB = (
+    "mkdir -p /www && echo hello-from-loopback > /www/index.html && exec httpd -f -p 127.0.0.1:8081 -h /www"
+)
+# Reads its stdin (an attach gives it one) and answers every line.
+ECHOER = "while read l; do echo got:$l; done"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d) ")
 
 
@@ -113,6 +120,12 @@ def _pod(name: str, script: str, node: str = NODE, **spec: Any) -> dict[str, Any
     }
 
 
+def _stdin_pod(name: str, script: str) -> dict[str, Any]:
+    pod = _pod(name, script)
+    pod["spec"]["containers"][0]["stdin"] = True
+    return pod
+
+
 IMAGE = ""  # set by the fixture to the locally built busybox image's name
 
 
@@ -170,10 +183,12 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             _pod("talker", TALKER),
             _pod("web", WEB),
             _pod("crasher", CRASHER, restartPolicy="Always"),
+            _pod("loopback", LOOPBACK_WEB),
+            _stdin_pod("echoer", ECHOER),
             _pod("ghost-pod", "sleep 3600", node=GHOST),
         ]
         await e.ok("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
-        await _wait_running(e, "talker", "web")
+        await _wait_running(e, "talker", "web", "loopback", "echoer")
         yield e
     finally:
         edge.daemon.stop()
@@ -285,6 +300,58 @@ async def test_port_forward(env: Env) -> None:
 
         assert await asyncio.to_thread(get) == "hello-from-pod\n"
         assert await asyncio.to_thread(get) == "hello-from-pod\n"  # a second connection, same session
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def _port_forward(env: Env, target: str, ports: str) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        KUBECTL, "--kubeconfig", str(env.kubeconfig), "port-forward", target, ports,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    async with asyncio.timeout(KUBECTL_S):
+        line = (await proc.stdout.readline()).decode()
+    assert "Forwarding from" in line, line
+    return proc
+
+
+async def test_port_forward_reaches_the_pods_loopback(env: Env) -> None:
+    # kubelet's port-forward connects inside the pod's network namespace: a server listening only on
+    # the pod's 127.0.0.1 answers (dialling the pod IP from the node would be refused).
+    local = free_port()
+    proc = await _port_forward(env, "pod/loopback", f"{local}:8081")
+    try:
+
+        def get() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=10) as r:
+                return str(r.read().decode())
+
+        assert await asyncio.to_thread(get) == "hello-from-loopback\n"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_attach_sends_stdin_and_sees_the_answer(env: Env) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        KUBECTL, "--kubeconfig", str(env.kubeconfig), "attach", "-i", "echoer",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        token = f"hello-{uuid.uuid4().hex[:8]}"
+        proc.stdin.write(f"{token}\n".encode())
+        await proc.stdin.drain()
+        async with asyncio.timeout(KUBECTL_S):
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                assert line, (
+                    f"attach ended early: {(await proc.stderr.read()).decode() if proc.stderr else ''}"
+                )
+                if line.strip() == f"got:{token}":
+                    break
     finally:
         proc.terminate()
         await proc.wait()

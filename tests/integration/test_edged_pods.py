@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from kubeedge.edgecore.edged.config import EdgedConfig
 from kubeedge.edgecore.edged.cri import api
 from kubeedge.edgecore.edged.manager import Edged
 from kubeedge.edgecore.edged.podspec import LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID
+from kubeedge.edgecore.edged.status import rfc3339
 from kubeedge.store import Store
 from tests.cluster import wait_for
 from tests.containerd_proc import RunningContainerd, containerd_fixture, remove_all_pods, remove_cgroup
@@ -67,6 +69,17 @@ class Upstream:
                 if w and (not out or out[-1] != w["reason"]):
                     out.append(w["reason"])
         return out
+
+    def final_status(self, name: str, ns: str = "default") -> dict[str, Any]:
+        """The status the cloud held when the deletion confirmation arrived."""
+        out: dict[str, Any] = {}
+        for r, op, c, _g in self.messages:
+            if r == f"{ns}/pod/{name}" and op == "delete":
+                return out
+            if r == f"{ns}/podpatch/{name}" and op == "patch":
+                out = {**out, **orjson.loads(c)["status"]}
+                out = {k: v for k, v in out.items() if v is not None}
+        raise AssertionError(f"no deletion confirmation for {ns}/{name}")
 
     def confirmed(self, name: str, ns: str = "default") -> bool:
         return any(r == f"{ns}/pod/{name}" and op == "delete" for r, op, _c, _g in self.messages)
@@ -299,6 +312,11 @@ async def test_graceful_deletion_runs_prestop_and_confirms(env: Env, tmp_path: P
     await env.store.guaranteed_update("pods", "default", "graceful", deleting)
     await wait_for(lambda: _true(env.up.confirmed("graceful")), deadline_s=30, what="deletion confirmed")
     assert (host / "prestop").read_text() == "bye\n"
+    # The final status went up before the confirmation: the container exited 0 on TERM, so Succeeded.
+    final = env.up.final_status("graceful")
+    assert final["phase"] == "Succeeded", final
+    (cs,) = final["containerStatuses"]
+    assert (cs["state"]["terminated"]["reason"], cs["ready"]) == ("Completed", False)
     assert await env.ctrd.cri.list_pod_sandbox(labels={LABEL_POD_UID: uid}) == []
     assert await containers_of(env, uid) == []
     assert not (env.config.root_dir / "pods" / uid).exists()
@@ -307,6 +325,32 @@ async def test_graceful_deletion_runs_prestop_and_confirms(env: Env, tmp_path: P
     # The cloud then deletes it; edged's worker for it ends.
     await env.store.delete("pods", "default", "graceful")
     await wait_for(lambda: _true(uid not in env.edged._pods), deadline_s=10, what="worker gone")
+
+
+async def test_grace_period_runs_from_the_deletion_request(env: Env) -> None:
+    # A container that ignores SIGTERM is stopped when the API's deletionTimestamp (request + grace)
+    # passes, not a whole grace period after edged heard of it: here the deletion was requested 118 s
+    # of 120 ago (edged was offline, say), so the kill is due in a few seconds (the 2 s left, or the
+    # 2 s minimum after SIGTERM), not in 120.
+    stubborn = ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]
+    pod = await env.add(
+        make_pod("late", [container(env, command=stubborn)], terminationGracePeriodSeconds=120)
+    )
+    await wait_for(lambda: running_ready(env, "late"), deadline_s=30, what="late Running")
+
+    def deleting(cur: dict[str, Any]) -> dict[str, Any]:
+        cur["metadata"]["deletionTimestamp"] = rfc3339(time.time() + 2)
+        cur["metadata"]["deletionGracePeriodSeconds"] = 120
+        return cur
+
+    await env.store.guaranteed_update("pods", "default", "late", deleting)
+    await wait_for(lambda: _true(env.up.confirmed("late")), deadline_s=30, what="deletion confirmed")
+    assert await containers_of(env, pod["metadata"]["uid"]) == []
+    final = env.up.final_status("late")
+    (cs,) = final["containerStatuses"]
+    # Killed at the end of the grace: SIGKILL's 137, so the pod Failed.
+    assert (final["phase"], cs["state"]["terminated"]["exitCode"]) == ("Failed", 137), final
+    await env.store.delete("pods", "default", "late")
 
 
 async def test_edged_restart_adopts_running_pods_and_removes_orphans(env: Env) -> None:

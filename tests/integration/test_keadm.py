@@ -291,6 +291,7 @@ async def test_dev_run_runs_a_deployment_and_stops_everything_on_sigint(tmp_path
         "--meta-server", f"{HOST}:{free_port()}",
         "--advertise-address", HOST,
         "--pod-cidr", DEV_POD_CIDR,
+        "--no-mesh",  # the agent would add an interface and nftables rules to the host's network
     ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "kubeedge.keadm", "dev-run", *args,

@@ -1,7 +1,9 @@
 """Tunnel agents as real processes in network namespaces this test creates: a shared bridge
 (direct path, foreign CA refused), and two NATed sites (iptables MASQUERADE in router namespaces)
-that only meet through a relay (bytes delivered intact, clean resets, a vanished peer fails its
-streams within the keepalive timeout). Everything is torn down, also on failure.
+that cannot reach each other by TCP: with UDP between them blocked they only meet through a relay
+(bytes delivered intact, clean resets, a vanished peer fails its streams within the keepalive
+timeout); with UDP allowed they punch a hole (QUIC through both NATs, the relay carries nothing
+more) and fall back to the relay when UDP is cut. Everything is torn down, also on failure.
 
 The test process itself stays in the host namespace: sockets it needs inside a node namespace are
 created by a short-lived thread that setns()es into it (a socket keeps the namespace it was made in)."""
@@ -78,6 +80,10 @@ class Topology:
         return name
 
     def router(self, ns: str, wan_if: str) -> None:
+        """A NAT router as sites have them: MASQUERADE out of the WAN, and nothing unsolicited
+        accepted from it. The second part matters for hole punching: a router that lets a peer's
+        early probe in to itself (no socket, an ICMP error) keeps a conntrack entry for it, and
+        then maps its own node's probes to that peer onto another port — the hole never opens."""
         sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         sh(
             "ip",
@@ -94,6 +100,29 @@ class Topology:
             "-j",
             "MASQUERADE",
         )
+        sh(
+            "ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-i", wan_if,
+            "-m", "conntrack", "--ctstate", "NEW,INVALID", "-j", "DROP",
+        )  # fmt: skip
+
+    def block_udp(self, router: str, wan_peer: str) -> None:
+        """Drop UDP forwarded between this router's site and `wan_peer` (another site's NAT)."""
+        for direction in ("-s", "-d"):
+            sh(
+                "ip",
+                "netns",
+                "exec",
+                router,
+                "iptables",
+                "-I",
+                "FORWARD",
+                "-p",
+                "udp",
+                direction,
+                wan_peer,
+                "-j",
+                "DROP",
+            )
 
     def close(self) -> None:
         for n in reversed(self.namespaces):
@@ -338,13 +367,14 @@ def nat_sites(topo: Topology) -> dict[str, str]:
     sh("ip", "-n", n2, "route", "add", "default", "via", "10.77.2.1")
     topo.router(r1, w1)
     topo.router(r2, w2)
-    return {"relay": relay, "n1": n1, "n2": n2}
+    return {"relay": relay, "r1": r1, "r2": r2, "n1": n1, "n2": n2}
 
 
 async def test_nat_sites_reach_each_other_through_the_relay(tmp_path: Path) -> None:
     pki = Pki(tmp_path)
     with topology() as topo:
         ns = nat_sites(topo)
+        topo.block_udp(ns["r1"], "198.18.0.2")  # no hole punching: the relay is the only way
         relay_cfg = {"role": "relay", **pki.files("relay"), "listen": "198.18.0.10:20006"}
         relays = {"relays": ["198.18.0.10:20006"]}
         a1 = Agent(
@@ -382,6 +412,14 @@ async def test_nat_sites_reach_each_other_through_the_relay(tmp_path: Path) -> N
             assert s1["paths"] == {"node2": "relay"}
             assert s1["bytes_out"]["relay"] >= 3 * len(payload) and s1["bytes_out"]["direct"] == 0
             assert (await a2.stats())["paths"] == {"node1": "relay"}
+
+            async def punch_failed() -> bool:
+                return (await a1.stats())["punches"]["failed"] >= 1
+
+            await wait_for(punch_failed, what="the punch tried and gave up", deadline_s=20)
+            s1 = await a1.stats()
+            assert s1["paths"] == {"node2": "relay"} and s1["bytes_out"]["holepunch"] == 0
+            assert await roundtrip(a1, "node2", "10.77.2.2", 8080, b"after the punch") == b"after the punch"
             assert "connected from 198.18.0.1:" in relay.log()  # the relay sees site 1 only as its NAT
             with pytest.raises(
                 ConnectionError, match=r"10\.77\.3\.5:22/TCP is not an endpoint served by node node2"
@@ -414,3 +452,92 @@ async def test_nat_sites_reach_each_other_through_the_relay(tmp_path: Path) -> N
                 return (await a1.stats())["paths"] == {}
 
             await wait_for(gone, what="node2 dropped from paths", deadline_s=10)
+
+
+async def relay_stats(relay: Agent) -> dict[str, Any]:
+    host, _, p = relay.cfg["dial"].partition(":")
+    r, w = await connect_in(relay.ns, host, int(p))
+    w.write(b"STATS\n")
+    out: dict[str, Any] = json.loads(await r.readline())
+    w.close()
+    return out
+
+
+async def test_nat_sites_punch_a_hole_and_fall_back_to_the_relay_when_udp_dies(tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    with topology() as topo:
+        ns = nat_sites(topo)
+        relay = Agent(
+            ns["relay"],
+            {"role": "relay", **pki.files("relay"), "listen": "198.18.0.10:20006", "dial": "127.0.0.1:7001"},
+            tmp_path,
+        )
+        relays = {"relays": ["198.18.0.10:20006"], "upgrade_interval": 60}
+        a1 = Agent(
+            ns["n1"],
+            node_cfg(pki, "node1", "0.0.0.0:20006", {"node2": ["10.77.2.2:20006"]}, **relays),
+            tmp_path,
+        )
+        a2 = Agent(
+            ns["n2"],
+            node_cfg(
+                pki,
+                "node2",
+                "0.0.0.0:20006",
+                {"node1": ["10.77.1.2:20006"]},
+                serves=["10.77.2.0/24"],
+                **relays,
+            ),
+            tmp_path,
+        )
+        async with agents(relay, a1, a2), serve_in(ns["n2"], "10.77.2.2", 8080, echo):
+
+            async def registered() -> dict[str, str]:
+                seen: dict[str, str] = (await relay_stats(relay))["rendezvous_observed"]
+                return seen if len(seen) == 2 else {}
+
+            # The relay sees each site's UDP as its NAT maps it: the router's address, not the node's.
+            seen = await wait_for(registered, what="both sites registered for rendezvous", deadline_s=20)
+            assert seen["node1"].startswith("198.18.0.1:") and seen["node2"].startswith("198.18.0.2:")
+
+            payload = os.urandom(1024 * 1024)
+            assert await roundtrip(a1, "node2", "10.77.2.2", 8080, payload) == payload
+            assert (await a1.stats())["streams_opened"]["relay"] == 1  # the first stream: relay
+
+            async def punched() -> bool:
+                s1, s2 = await a1.stats(), await a2.stats()
+                return s1["paths"] == {"node2": "holepunch"} and s2["paths"] == {"node1": "holepunch"}
+
+            await wait_for(punched, what="relay → holepunch", deadline_s=20)
+
+            async def relayed_session_gone() -> bool:
+                return (await a1.stats())["sessions_closed"] >= 1 and (await a2.stats())[
+                    "sessions_closed"
+                ] >= 1
+
+            await wait_for(relayed_session_gone, what="the relayed session drained", deadline_s=20)
+            before = await relay_stats(relay)
+            payload = os.urandom(4 * 1024 * 1024)
+            got = await asyncio.gather(
+                *(roundtrip(a1, "node2", "10.77.2.2", 8080, payload) for _ in range(3))
+            )
+            assert all(g == payload for g in got)
+            after = await relay_stats(relay)
+            assert after["bytes_relayed"] == before["bytes_relayed"]  # not one stream byte via the relay
+            assert after["spliced_streams"] == before["spliced_streams"] == 1
+            s1 = await a1.stats()
+            assert s1["bytes_out"]["holepunch"] >= 3 * len(payload)
+            assert s1["streams_opened"]["holepunch"] == 3 and s1["punches"]["succeeded"] == 1
+
+            # UDP between the sites is cut: the punched session dies within the keepalive timeout
+            # and the tunnel goes back to the relay by itself.
+            topo.block_udp(ns["r1"], "198.18.0.2")
+
+            async def relayed_again() -> bool:
+                return (await a1.stats())["paths"] == {"node2": "relay"}
+
+            await wait_for(relayed_again, what="fallback to the relay", deadline_s=20)
+            assert await roundtrip(a1, "node2", "10.77.2.2", 8080, payload) == payload
+            after_fallback = await relay_stats(relay)
+            assert after_fallback["bytes_relayed"] > after["bytes_relayed"]
+            assert "holepunch session closed" in a1.log()

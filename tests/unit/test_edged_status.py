@@ -173,3 +173,51 @@ def test_merge_patch_nulls_what_went_away() -> None:
         "message": None,
     }
     assert merge_patch(None, {"phase": "Running"}) == {"phase": "Running"}
+
+
+def test_deleted_pod_final_status_is_terminal_whatever_the_policy() -> None:
+    # Stopped for a deletion under restartPolicy Always: no restart is coming, so the containers show
+    # terminated (not waiting for a restart) and the phase says how they ended.
+    ok = obs(containers={"c0": [view("c0", EXITED, exit_code=0)], "c1": [view("c1", EXITED, exit_code=0)]})
+    st = compute_status(pod(containers=2), ok, None, NOW, terminal=True)
+    assert st["phase"] == "Succeeded"
+    assert [cs["state"]["terminated"]["reason"] for cs in st["containerStatuses"]] == ["Completed"] * 2
+    assert conditions(st)["Ready"] == "False"
+    # Not terminal, the same runtime view is a pod about to restart its containers.
+    assert compute_status(pod(containers=2), ok, None, NOW)["phase"] == "Running"
+    killed = obs(
+        containers={"c0": [view("c0", EXITED, exit_code=0)], "c1": [view("c1", EXITED, exit_code=137)]}
+    )
+    st = compute_status(pod(containers=2), killed, None, NOW, terminal=True)
+    assert st["phase"] == "Failed"
+    assert st["containerStatuses"][1]["state"]["terminated"] == {
+        "exitCode": 137,
+        "reason": "Error",
+        "startedAt": rfc3339(NOW - 9),
+        "finishedAt": rfc3339(NOW - 1),
+        "containerID": "containerd://c1-0",
+    }
+
+
+def test_deleted_pod_containers_the_runtime_lost() -> None:
+    # Reported terminated before (then removed, e.g. an edgecore restart mid-deletion): kept as it was.
+    before = compute_status(pod(), obs(containers={"c0": [view("c0", EXITED)]}), None, NOW, terminal=True)
+    again = compute_status(pod(), obs(containers={}), before, NOW + 5, terminal=True)
+    assert again["containerStatuses"] == before["containerStatuses"] and again["phase"] == "Succeeded"
+    # Never seen exiting: a failure, never a success.
+    running = compute_status(pod(), obs(containers={"c0": [view("c0", RUNNING)]}), None, NOW)
+    st = compute_status(pod(), obs(containers={}), running, NOW + 5, terminal=True)
+    term = st["containerStatuses"][0]["state"]["terminated"]
+    assert (term["reason"], term["exitCode"], st["phase"]) == ("ContainerStatusUnknown", 137, "Failed")
+    # Deleted before its init container ran: Failed, with the containers that never started waiting.
+    st = compute_status(pod(init=1), obs(containers={}), None, NOW, terminal=True)
+    assert st["phase"] == "Failed"
+    assert "waiting" in st["containerStatuses"][0]["state"]
+    assert "waiting" in st["initContainerStatuses"][0]["state"]
+
+
+def test_pod_phase_terminal_flag() -> None:
+    stopped = [{"name": "c", "state": {"waiting": {}}, "lastState": {"terminated": {"exitCode": 0}}}]
+    assert pod_phase(pod(), [], stopped) == "Running"
+    done = [{"name": "c", "state": {"terminated": {"exitCode": 0}}}]
+    assert pod_phase(pod(), [], done, terminal=True) == "Succeeded"

@@ -18,6 +18,7 @@ import calendar
 import contextlib
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -86,6 +87,9 @@ CONFIG_RETRY_S: Final = 10.0
 # Grace used for containers of pods edged no longer has the spec of, when the container has no grace
 # annotation.
 ORPHAN_GRACE_S: Final = 30
+# A deleted pod's containers get at least this long after SIGTERM even when its grace ran out before
+# edged heard of the deletion (the kubelet's minimumGracePeriodInSeconds); never more than its grace.
+MIN_STOP_GRACE_S: Final = 2
 # Where the host's resolver settings come from (dnsPolicy Default).
 HOST_RESOLV_CONF: Final = Path("/etc/resolv.conf")
 
@@ -116,6 +120,27 @@ def grace_seconds(pod: Obj, default: int) -> int:
         if isinstance(v, int) and v >= 0:
             return v
     return default
+
+
+def _rfc3339_s(text: object) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        return None
+
+
+def stop_deadline(pod: Obj, default: int, now: float) -> float:
+    """Wall-clock time by which a deleted pod's containers must be stopped.
+
+    The API server sets deletionTimestamp to the deletion request's time plus the grace period, so the
+    grace runs from the request, not from when edged hears of it (late after a reconnect, or again
+    after an edgecore restart mid-termination). Never later than a full grace from now: a node clock
+    ahead of the API's only shortens it, one behind cannot stretch it."""
+    grace = now + grace_seconds(pod, default)
+    end = _rfc3339_s(_md(pod).get("deletionTimestamp"))
+    return grace if end is None else min(grace, end)
 
 
 def read_host_resolv(path: Path = HOST_RESOLV_CONF) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -418,7 +443,16 @@ class Edged:
         """One reconcile of one pod; returns the seconds until it wants to be synced again."""
         pod = self._wanted.get(uid)
         if pod is None or _deleting(pod):
-            await self._teardown(uid, state, pod or state.last_pod)
+            known = pod or state.last_pod
+            await self._stop_all(uid, state, known)
+            if pod is not None and not state.confirmed:
+                # The final status (containers terminated, terminal phase) goes before the confirmation,
+                # as the kubelet's does: watchers of the pod see how it ended. Read before the removal.
+                if state.reported is None:
+                    state.reported = pod.get("status") or {}
+                state.observed = await rt.inspect_pod(self.cri, uid)
+                await self._report(uid, pod, state, terminal=True)
+            await self._remove(uid, state, known)
             if pod is None:
                 raise _Finished
             if not state.confirmed:
@@ -707,21 +741,28 @@ class Edged:
 
     # ---- termination ---------------------------------------------------------------------------
 
-    async def _teardown(self, uid: str, state: _PodState, pod: Obj | None) -> None:
-        """Stop everything of the pod (preStop, grace), remove it from the runtime, clean up the host."""
-        prt = await rt.inspect_pod(self.cri, uid)
-        running = prt.running()
-        if running:
-            if pod is not None:
-                grace = grace_seconds(pod, self.config.default_grace_s)
-            else:
-                grace = min(_grace_of(c) for c in running)
-            await asyncio.gather(
-                *(
-                    self._kill(pod, _spec_of(pod, c.name) if pod else _spec_from(c), c, state, grace)
-                    for c in running
-                )
+    async def _stop_all(self, uid: str, state: _PodState, pod: Obj | None) -> None:
+        """Stop every running container of the pod at once (preStop, then the rest of the grace)."""
+        running = (await rt.inspect_pod(self.cri, uid)).running()
+        if not running:
+            return
+        if pod is not None:
+            now = time.time()
+            full = grace_seconds(pod, self.config.default_grace_s)
+            left = math.ceil(stop_deadline(pod, self.config.default_grace_s, now) - now)
+            grace = max(left, min(full, MIN_STOP_GRACE_S))
+        else:
+            grace = min(_grace_of(c) for c in running)
+        await asyncio.gather(
+            *(
+                self._kill(pod, _spec_of(pod, c.name) if pod else _spec_from(c), c, state, grace)
+                for c in running
             )
+        )
+
+    async def _remove(self, uid: str, state: _PodState, pod: Obj | None) -> None:
+        """Remove the stopped pod from the runtime and clean up the host."""
+        prt = await rt.inspect_pod(self.cri, uid)
         for sb in prt.sandboxes:
             await self.cri.stop_pod_sandbox(sb.id)
         for c in prt.containers:
@@ -766,8 +807,8 @@ class Edged:
             runtime=self.runtime_name,
         )
 
-    async def _report(self, uid: str, pod: Obj, state: _PodState) -> None:
-        status = compute_status(pod, self.observe(state), state.reported, time.time())
+    async def _report(self, uid: str, pod: Obj, state: _PodState, *, terminal: bool = False) -> None:
+        status = compute_status(pod, self.observe(state), state.reported, time.time(), terminal=terminal)
         if _same_status(state.reported, status):
             return
         ns, name = _ns_name(pod)
@@ -792,13 +833,7 @@ def _same_status(old: Obj | None, new: Obj) -> bool:
 
 
 def _start_time(pod: Obj) -> float:
-    text = (pod.get("status") or {}).get("startTime")
-    if not isinstance(text, str):
-        return 0.0
-    try:
-        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
-    except ValueError:
-        return 0.0
+    return _rfc3339_s((pod.get("status") or {}).get("startTime")) or 0.0
 
 
 def _newest(instances: Mapping[str, list[ContainerView]], name: str) -> ContainerView | None:

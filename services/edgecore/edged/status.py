@@ -35,6 +35,10 @@ IMAGE_PULL_BACK_OFF: Final = "ImagePullBackOff"
 RUN_CONTAINER_ERROR: Final = "RunContainerError"
 CREATE_CONTAINER_ERROR: Final = "CreateContainerError"
 CREATE_CONTAINER_CONFIG_ERROR: Final = "CreateContainerConfigError"
+# A container of a terminated pod that the runtime no longer knows (the kubelet's TerminatePod words).
+STATUS_UNKNOWN: Final = "ContainerStatusUnknown"
+STATUS_UNKNOWN_MESSAGE: Final = "The container could not be located when the pod was terminated"
+STATUS_UNKNOWN_EXIT: Final = 137
 
 
 @dataclass(frozen=True)
@@ -135,8 +139,10 @@ def container_status(
     *,
     init: bool = False,
     default_waiting: str = CONTAINER_CREATING,
+    terminal: bool = False,
 ) -> Obj:
-    """The kubelet's ContainerStatus for one spec container, from its newest instances."""
+    """The kubelet's ContainerStatus for one spec container, from its newest instances; in a `terminal`
+    pod (deleted and stopped) nothing restarts, so an exited container stays terminated."""
     name = str(spec.get("name", ""))
     image = str(spec.get("image", ""))
     cur = instances[0] if instances else None
@@ -167,7 +173,7 @@ def container_status(
             probe_ready = obs.ready.get(cur.id)
             ready = probe_ready if spec.get("readinessProbe") else True
             st["ready"] = bool(ready) and bool(st["started"])
-        elif cur.state == EXITED and should_restart(policy, cur.exit_code, init=init):
+        elif cur.state == EXITED and not terminal and should_restart(policy, cur.exit_code, init=init):
             # Going to be restarted: waiting, with the run that ended as lastState.
             last = {"terminated": _terminated(cur, obs.runtime)}
             reason, message = waiting or (CONTAINER_CREATING, "")
@@ -189,8 +195,16 @@ def _exited_ok(st: Obj) -> bool:
     return bool(term) and term.get("exitCode") == 0
 
 
-def pod_phase(pod: Obj, init_statuses: Sequence[Obj], statuses: Sequence[Obj], prev_phase: str = "") -> str:
-    """kubelet getPhase; a pod that reached Succeeded/Failed stays there."""
+def pod_phase(
+    pod: Obj,
+    init_statuses: Sequence[Obj],
+    statuses: Sequence[Obj],
+    prev_phase: str = "",
+    *,
+    terminal: bool = False,
+) -> str:
+    """kubelet getPhase; a pod that reached Succeeded/Failed stays there. A `terminal` pod's stopped
+    containers are not restarted whatever the policy, so it ends Succeeded or Failed."""
     if prev_phase in TERMINAL_PHASES:
         return prev_phase
     policy = restart_policy(pod)
@@ -228,6 +242,8 @@ def pod_phase(pod: Obj, init_statuses: Sequence[Obj], statuses: Sequence[Obj], p
     if running:
         return RUNNING_PHASE
     if stopped:
+        if terminal:
+            return SUCCEEDED if stopped == succeeded else FAILED
         if policy == "Always":
             return RUNNING_PHASE
         if stopped == succeeded:
@@ -257,14 +273,44 @@ def _condition(
     return c
 
 
-def compute_status(pod: Obj, obs: PodObservation, prev: Obj | None, now: float) -> Obj:
-    """The pod's full status; `prev` (the last one reported) keeps transition times and IPs stable."""
+def _unknown_terminated(st: Obj, prev: Mapping[str, Obj]) -> Obj:
+    """A terminal pod's container that is not terminated: what was last reported for it if that was a
+    termination (the runtime may have removed it since), else the kubelet's ContainerStatusUnknown
+    (never a success: nobody saw it exit)."""
+    if "terminated" in (st.get("state") or {}):
+        return st
+    old = prev.get(str(st.get("name")))
+    if old is not None and "terminated" in (old.get("state") or {}):
+        return {**st, **{k: old[k] for k in ("state", "containerID", "imageID") if k in old}}
+    unknown = {"exitCode": STATUS_UNKNOWN_EXIT, "reason": STATUS_UNKNOWN, "message": STATUS_UNKNOWN_MESSAGE}
+    return {**st, "state": {"terminated": unknown}, "ready": False, "started": False}
+
+
+def _was_terminated(prev: Mapping[str, Obj], st: Obj) -> bool:
+    return "terminated" in ((prev.get(str(st.get("name"))) or {}).get("state") or {})
+
+
+def _by_name(statuses: object) -> dict[str, Obj]:
+    items = statuses if isinstance(statuses, list) else []
+    return {str(s.get("name")): s for s in items if isinstance(s, dict)}
+
+
+def compute_status(
+    pod: Obj, obs: PodObservation, prev: Obj | None, now: float, *, terminal: bool = False
+) -> Obj:
+    """The pod's full status; `prev` (the last one reported) keeps transition times and IPs stable.
+
+    `terminal`: the pod was deleted and its containers are stopped — its final status before the
+    deletion is confirmed (the kubelet's TerminatePod): every container terminated, phase Succeeded
+    only if all of them exited 0, Failed otherwise."""
     prev = prev or {}
     policy = restart_policy(pod)
     init_specs = _containers(pod, "initContainers")
     specs = _containers(pod, "containers")
     init_statuses = [
-        container_status(c, obs.containers.get(c.get("name", ""), ()), obs, policy, init=True)
+        container_status(
+            c, obs.containers.get(c.get("name", ""), ()), obs, policy, init=True, terminal=terminal
+        )
         for c in init_specs
     ]
     initialized = all(_exited_ok(s) for s in init_statuses)
@@ -275,12 +321,28 @@ def compute_status(pod: Obj, obs: PodObservation, prev: Obj | None, now: float) 
             obs,
             policy,
             default_waiting=CONTAINER_CREATING if initialized else POD_INITIALIZING,
+            terminal=terminal,
         )
         for c in specs
     ]
     if init_statuses and not initialized and any("running" in (s.get("state") or {}) for s in statuses):
         initialized = True  # containers only run once init finished (their records may be gone)
-    phase = pod_phase(pod, init_statuses, statuses, str(prev.get("phase") or ""))
+    if terminal:
+        # Once initialized, any container without a termination is a failure; before that the
+        # app containers never ran and stay waiting, as does an init container that never started.
+        old = _by_name(prev.get("containerStatuses"))
+        if initialized:
+            statuses = [_unknown_terminated(st, old) for st in statuses]
+        old_init = _by_name(prev.get("initContainerStatuses"))
+        init_statuses = [
+            _unknown_terminated(st, old_init)
+            if st.get("containerID") or _was_terminated(old_init, st)
+            else st
+            for st in init_statuses
+        ]
+    phase = pod_phase(pod, init_statuses, statuses, str(prev.get("phase") or ""), terminal=terminal)
+    if terminal and phase not in TERMINAL_PHASES:
+        phase = FAILED  # still waiting for something that will never run now
     prev_conditions = {str(c.get("type")): c for c in prev.get("conditions") or [] if isinstance(c, dict)}
     unready = [s["name"] for s in statuses if not s["ready"]]
     completed = phase == SUCCEEDED

@@ -22,7 +22,8 @@ MAX_RESPONSE_HEAD: Final = 16 * 1024
 PROTOCOL: Final = "v4.channel.k8s.io"
 
 
-async def _upgrade(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def upgrade(url: str, protocol: str = PROTOCOL) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to a runtime streaming URL and switch the connection to SPDY/3.1 speaking `protocol`."""
     u = urlsplit(url)
     if u.scheme != "http" or not u.hostname:
         raise StreamError(502, f"unsupported runtime streaming URL {url!r}")
@@ -33,7 +34,7 @@ async def _upgrade(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
         writer.write(
             (
                 f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: Upgrade\r\n"
-                f"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {PROTOCOL}\r\nContent-Length: 0\r\n\r\n"
+                f"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
             ).encode()
         )
         await writer.drain()
@@ -66,7 +67,7 @@ async def serve(
         raise StreamError(
             500, f"the runtime refused the {'attach' if attach else 'exec'}: {e.details}"
         ) from None
-    reader, writer = await _upgrade(url)
+    reader, writer = await upgrade(url)
 
     async def write(data: bytes) -> None:
         writer.write(data)
