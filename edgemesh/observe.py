@@ -1,14 +1,18 @@
 """The agent's Prometheus /metrics and /healthz (plain HTTP, loopback by default), and collectors that
-turn the tunnel's and relay's plain counters into metric families at scrape time."""
+turn the tunnel's and relay's plain counters into metric families at scrape time.
+
+The HTTP side is a few lines on asyncio streams rather than aiohttp.web: three GET routes, one
+request per connection, and ~2 MiB less resident in every agent."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -89,6 +93,15 @@ def relay_families(stats: dict[str, Any]) -> Iterator[Metric]:
     )
 
 
+# A request head larger than this, or slower than READ_TIMEOUT_S, is answered 400/dropped; more than
+# MAX_CONNECTIONS at once are closed unanswered (scrapers and probes need one or two).
+MAX_HEAD_BYTES = 8192
+READ_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 32
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Unavailable"}
+TEXT = "text/plain; charset=utf-8"
+
+
 class MetricsServer:
     """/metrics: the process-wide registry (DNS counters) plus this agent's own collectors;
     /healthz: 200 "ok" when every part reports serving, else 503 naming the parts that do not;
@@ -106,41 +119,66 @@ class MetricsServer:
         self.registry = registry
         self.health = health
         self.status = status
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.Task[Any]] = set()
 
     @property
     def port(self) -> int:
-        assert self._runner is not None
-        for addr in self._runner.addresses:
-            return int(addr[1])
-        raise RuntimeError("metrics server not listening")
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("metrics server not listening")
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/status", self._status)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2)
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self._port)
-        await self._site.start()
+        self._server = await asyncio.start_server(self._serve, self.host, self._port, limit=MAX_HEAD_BYTES)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is None:
+            return
+        self._server.close()
+        for t in list(self._conns):
+            t.cancel()
+        await asyncio.gather(*self._conns, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(REGISTRY) + generate_latest(self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._conns) >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._conns.add(task)
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+                return
+            status, ctype, body = await self._route(head)
+            writer.write(
+                f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        finally:
+            self._conns.discard(task)
+            writer.close()
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        parts = await self.health()
-        failed = sorted(k for k, ok in parts.items() if not ok)
-        if failed:
-            return web.Response(status=503, text="not serving: " + ", ".join(failed) + "\n")
-        return web.Response(text="ok\n")
-
-    async def _status(self, request: web.Request) -> web.Response:
-        return web.Response(text=json.dumps(self.status(), sort_keys=True), content_type="application/json")
+    async def _route(self, head: bytes) -> tuple[int, str, bytes]:
+        parts = head.split(b"\r\n", 1)[0].split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            return 400, TEXT, b"bad request\n"
+        if parts[0] != b"GET":
+            return 405, TEXT, b"only GET\n"
+        path = parts[1].split(b"?", 1)[0]
+        if path == b"/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY) + generate_latest(self.registry)
+        if path == b"/healthz":
+            failed = sorted(k for k, ok in (await self.health()).items() if not ok)
+            if failed:
+                return 503, TEXT, ("not serving: " + ", ".join(failed) + "\n").encode()
+            return 200, TEXT, b"ok\n"
+        if path == b"/status":
+            return 200, "application/json", json.dumps(self.status(), sort_keys=True).encode()
+        return 404, TEXT, b"not found\n"

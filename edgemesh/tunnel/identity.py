@@ -55,9 +55,19 @@ class Identity:
 
 class Verifier:
     def __init__(self, ca_pem: bytes) -> None:
-        from cryptography import x509
+        if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise ValueError("no PEM certificate in the CA file")
+        self._ca_pem = ca_pem
+        # Parsed at the first peer check: cryptography's x509 costs ~8 MiB of RSS, which an agent
+        # with no session yet (no relay, no peer) need not carry.
+        self._cas: list[x509.Certificate] | None = None
 
-        self._cas = x509.load_pem_x509_certificates(ca_pem)
+    def cas(self) -> list[x509.Certificate]:
+        if self._cas is None:
+            from cryptography import x509
+
+            self._cas = x509.load_pem_x509_certificates(self._ca_pem)
+        return self._cas
 
     def check(self, der: bytes | None, *, node_required: bool = True) -> str:
         """The node name in a peer's DER certificate, or PeerRejected. With node_required=False
@@ -72,7 +82,7 @@ class Verifier:
             cert = x509.load_der_x509_certificate(der)
         except ValueError as e:
             raise PeerRejected(f"unreadable peer certificate: {e}") from None
-        if not any(_signed_by(cert, ca) for ca in self._cas):
+        if not any(_signed_by(cert, ca) for ca in self.cas()):
             raise PeerRejected(f"certificate of {cert.subject.rfc4514_string()} is not signed by our CA")
         now = dt.datetime.now(dt.UTC)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:

@@ -16,20 +16,24 @@ import random
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .dial import check_peer, dial_tls, fmt_addr, listen, tls_over
 from .frames import Open, OpenKind
 from .identity import Identity, PeerRejected
 from .metrics import TunnelMetrics
 from .peers import DEFAULT_PORT, Peer
-from .punch import HolePuncher, PunchFailed
-from .quic import QuicLink
 from .rendezvous import Offer, RendezvousClient
 from .session import Session
 from .stream import INITIAL_WINDOW, MuxStream, StreamRefused
 from .target import Serves, connect_target
 from .udp import bind_same_port
+
+if TYPE_CHECKING:
+    # QUIC (aioquic, and with it cryptography's x509 and AEAD code) is imported only when this
+    # tunnel can punch: about 12 MiB of an idle agent's RSS otherwise.
+    from .punch import HolePuncher
+    from .quic import QuicLink
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +107,10 @@ class Tunnel:
         self._server_ctx = self.config.identity.server_context()
         self._client_ctx = self.config.identity.client_context()
         host = self.config.listen_host
-        if self.config.holepunch:
+        # Punching needs a relay (the rendezvous): without one no offer can ever arrive.
+        if self.config.holepunch and self.config.relays:
+            from .punch import HolePuncher
+
             punch = self._punch = HolePuncher(
                 self.config.identity, self._verifier, idle_timeout=2 * self.config.keepalive_timeout
             )
@@ -459,6 +466,8 @@ class Tunnel:
     async def _punch_to(self, node: str) -> None:
         """Ask a relay to introduce us to `node`, punch, and adopt the QUIC session."""
         assert self._punch is not None
+        from .punch import PunchFailed  # loaded with HolePuncher already
+
         errors: list[str] = []
         try:
             for addr, rv in list(self._rendezvous.items()):
@@ -490,6 +499,8 @@ class Tunnel:
 
     async def _accept_punch(self, offer: Offer) -> None:
         assert self._punch is not None
+        from .punch import PunchFailed  # loaded with HolePuncher already
+
         try:
             link = await self._punch.punch(offer, self.config.punch_timeout)
         except PunchFailed as e:

@@ -227,7 +227,11 @@ class DevRun:
             runtime_endpoint=self.runtime.endpoint,
         )
         # Pod logs stay with the rest of the run's state rather than in the host's /var/log/pods.
-        doc["modules"]["edged"]["tailoredKubeletConfig"] = {"podLogsDir": str(self.edge_dir / "pod-logs")}
+        kubelet: dict[str, Any] = {"podLogsDir": str(self.edge_dir / "pod-logs")}
+        if not a.no_mesh:
+            # Pods resolve cluster names through the mesh agent's DNS (dnsPolicy ClusterFirst).
+            kubelet["clusterDNS"] = [a.mesh_dns]
+        doc["modules"]["edged"]["tailoredKubeletConfig"] = kubelet
         doc, _ = cli.edgecore_config(
             doc,
             [

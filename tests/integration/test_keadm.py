@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -379,3 +380,152 @@ def _children(pid: int) -> list[int]:
                 if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
                     found.append(int(d.name))
     return found
+
+
+# Inside the dev-run's network namespace: the README's `dig @169.254.96.16 +short NAME` then
+# `curl http://IP/etc/hostname`, with dnslib and urllib (neither dig nor a proxy is assumed).
+MESH_CALL = r"""
+import socket, sys, urllib.request
+from dnslib import QTYPE, DNSRecord
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(DNSRecord.question(sys.argv[1], "A").pack(), ("169.254.96.16", 53))
+ips = [str(a.rdata) for a in DNSRecord.parse(s.recv(4096)).rr if a.rtype == QTYPE.A]
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+print(ips[0], opener.open(f"http://{ips[0]}/etc/hostname", timeout=5).read().decode().strip())
+"""
+HELLO = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hello}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: hello}}
+  template:
+    metadata: {labels: {app: hello}}
+    spec:
+      containers:
+      - {name: httpd, image: busybox, command: ["httpd", "-f", "-p", "8080"]}
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "nft", "nsenter")),
+    reason="needs root, iproute2, nftables and nsenter for a network namespace",
+)
+async def test_dev_run_with_the_mesh_serves_a_service_by_name(tmp_path: Path) -> None:
+    """make run with the mesh (the default), in a throwaway network namespace so the agent's DNS
+    interface and nftables table never touch the host's: the README's quickstart, Service by name."""
+    netns = f"kedev{os.getpid() % 100000}"
+    await asyncio.to_thread(_run, ["ip", "netns", "add", netns], True)
+    # Network namespace only: `ip netns exec` would also hide the cgroup hierarchy under a fresh /sys.
+    enter = ["nsenter", f"--net=/var/run/netns/{netns}", "--"]
+    run = tmp_path / "run"
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        # What a host has: loopback and a default route (here over a veth pair that leads nowhere;
+        # the dummy link type is not available everywhere). Without any route a local connect() to a
+        # ClusterIP fails (ENETUNREACH) before the nat-output DNAT runs.
+        for cmd in (
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"],
+            ["ip", "addr", "add", "192.0.2.10/24", "dev", "uplink0"],
+            ["ip", "link", "set", "uplink0", "up"],
+            ["ip", "link", "set", "uplink1", "up"],
+            ["ip", "route", "add", "default", "via", "192.0.2.1"],
+        ):
+            await asyncio.to_thread(_run, [*enter, *cmd], True)
+        args = [
+            "--data-dir", str(run), "--node-name", "devrun-mesh", "--advertise-address", HOST,
+            "--pod-cidr", DEV_POD_CIDR,
+        ]  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            *enter, sys.executable, "-m", "kubeedge.keadm", "dev-run", *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        seen: list[str] = []
+        async with asyncio.timeout(150):
+            while not any(line.startswith("Ready:") for line in seen):
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"dev-run exited early: {''.join(seen)}"
+                seen.append(line)
+        out = "".join(seen)
+        assert "cluster DNS: dig @169.254.96.16 kubernetes.default.svc.cluster.local" in out, out
+        # The `kubectl` of the README, in the namespace where the API listens.
+        kubeconfig = run / "admin.kubeconfig"
+
+        def kubectl_in(*a: str, input: str | None = None) -> str:
+            res = subprocess.run(
+                [*enter, KUBECTL, "--kubeconfig", str(kubeconfig), *a],
+                input=input, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert res.returncode == 0, res.stdout + res.stderr
+            return res.stdout
+
+        await asyncio.to_thread(kubectl_in, "apply", "-f", "-", input=HELLO)
+        await asyncio.to_thread(
+            kubectl_in, "expose", "deployment", "hello", "--port", "80", "--target-port", "8080"
+        )
+        svc = json.loads(await asyncio.to_thread(kubectl_in, "get", "service", "hello", "-o", "json"))
+
+        async def hello_pod() -> str:
+            pods = json.loads(await asyncio.to_thread(kubectl_in, "get", "pods", "-o", "json"))["items"]
+            ok = [
+                p for p in pods if p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")
+            ]
+            return str(ok[0]["metadata"]["name"]) if ok else ""
+
+        pod = await wait_for(hello_pod, deadline_s=60, what="the hello pod Running")
+        name = "hello.default.svc.cluster.local"
+        last: list[str] = []
+
+        async def answered() -> bool:
+            res = await asyncio.to_thread(
+                subprocess.run, [*enter, sys.executable, "-c", MESH_CALL, name],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            last[:] = [res.stdout + res.stderr]
+            return res.returncode == 0
+
+        # The agent gets the Service and then its endpoint (two watch events) after the pod runs.
+        try:
+            await wait_for(answered, deadline_s=30, what=f"{name} answering through the mesh")
+        except AssertionError as e:
+            log = await asyncio.to_thread((run / "edgemesh.log").read_text)
+            raise AssertionError(f"{e}: {last}\nedgemesh.log: {log[-3000:]}") from None
+        ip, hostname = last[0].split()
+        assert ip == svc["spec"]["clusterIP"] and hostname == pod
+        # Pods resolve through the mesh too: make run gives edged the agent's address as clusterDNS.
+        looked_up = await asyncio.to_thread(kubectl_in, "exec", pod, "--", "nslookup", name)
+        assert svc["spec"]["clusterIP"] in looked_up, looked_up
+
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(60):
+            rest = (await proc.stdout.read()).decode()
+            code = await proc.wait()
+        assert code == 0, out + rest
+        assert "stopping the mesh agent" in rest and "stopped" in rest
+        # The agent removed what it added to the namespace: its nftables table and DNS interface.
+        ruleset = await asyncio.to_thread(_run, [*enter, "nft", "list", "ruleset"])
+        assert "edgemesh" not in ruleset.stdout, ruleset.stdout
+        links = await asyncio.to_thread(_run, [*enter, "ip", "-o", "addr"])
+        assert "169.254.96.16" not in links.stdout, links.stdout
+        mounts = await asyncio.to_thread(Path("/proc/self/mountinfo").read_text)
+        assert [m for m in mounts.splitlines() if str(run) in m] == []
+    finally:
+        if proc is not None and proc.returncode is None:
+            # The designed stop even on failure: SIGKILL would leave containerd, its pods and the
+            # daemons (their own sessions) running.
+            proc.send_signal(signal.SIGINT)
+            try:
+                async with asyncio.timeout(60):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await asyncio.to_thread(_run, ["ip", "netns", "del", netns])
+
+
+def _run(argv: list[str], check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=check)
