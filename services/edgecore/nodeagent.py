@@ -402,7 +402,9 @@ class NodeAgent:
         node = self.node_object()
         await self.send_upstream(f"null/{RT_NODE}/{self.node_name}", OP_INSERT, node, GROUP_META)
         self.registered = True
-        self._reported, self._reported_at = _without_heartbeats(node["status"]), self.clock()
+        # Not "reported": a Node that already exists (edgecore restarted) keeps the cloud's old status —
+        # the registration does not overwrite it — so the first status check sends the status.
+        self._reported = None
 
     def request_registration(self) -> None:
         """Register again at the next tick (the Node was deleted in the cloud)."""

@@ -161,7 +161,15 @@ async def test_schedule_and_message_shapes() -> None:
 
     clock.now += 5
     await a.tick()
-    # The status did not change (only its heartbeat times would): the lease alone says "alive".
+    # The first check after registering sends the status: a Node that already existed (edgecore
+    # restarted) keeps the cloud's old status, which the registration does not overwrite.
+    assert [(r, op) for r, op, _, _ in sink.take()] == [
+        (f"null/nodepatch/{NODE}", "patch"),
+        (f"kube-node-lease/lease/{NODE}", "update"),
+    ]
+    clock.now += 10
+    await a.tick()
+    # Then the status did not change (only its heartbeat times would): the lease alone says "alive".
     assert [(r, op) for r, op, _, _ in sink.take()] == [(f"kube-node-lease/lease/{NODE}", "update")]
 
 
@@ -176,21 +184,24 @@ async def test_status_sent_when_it_changes_or_the_report_period_passes() -> None
 
     clock.now += 10
     await a.tick()
+    assert len(patches()) == 1  # the first check after registering always sends
+    clock.now += 10
+    await a.tick()
     assert patches() == []  # unchanged
     a.host.memory_bytes = lambda: 4 * 1024**3  # type: ignore[method-assign]
     clock.now += 10
     await a.tick()
     [changed] = patches()
     assert changed["status"]["capacity"]["memory"] == f"{4 * 1024**2}Ki"
-    assert changed["status"]["conditions"][0]["lastHeartbeatTime"] == "2027-01-15T08:00:20Z"
-    for _ in range(5):  # t = 30..70: unchanged, and less than 60 s since the last report
+    assert changed["status"]["conditions"][0]["lastHeartbeatTime"] == "2027-01-15T08:00:30Z"
+    for _ in range(5):  # t = 40..80: unchanged, and less than 60 s since the last report
         clock.now += 10
         await a.tick()
         assert patches() == []
-    clock.now += 10  # t = 80: 60 s since the report at t = 20
+    clock.now += 10  # t = 90: 60 s since the report at t = 30
     await a.tick()
     [periodic] = patches()
-    assert periodic["status"]["conditions"][0]["lastHeartbeatTime"] == "2027-01-15T08:01:20Z"
+    assert periodic["status"]["conditions"][0]["lastHeartbeatTime"] == "2027-01-15T08:01:30Z"
     await a.report_status(force=True)
     assert len(patches()) == 1  # forced (e.g. after the Node was recreated in the cloud)
 
