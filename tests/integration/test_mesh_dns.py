@@ -72,9 +72,6 @@ class Upstream:
                 if not up.silent:
                     self.t.sendto(up.answer(data, tcp=False), addr)
 
-        self.udp, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
-        self.port = self.udp.get_extra_info("sockname")[1]
-
         async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
                 (n,) = struct.unpack("!H", await reader.readexactly(2))
@@ -84,7 +81,18 @@ class Upstream:
                 await writer.drain()
             writer.close()
 
-        self.tcp = await asyncio.start_server(client, "127.0.0.1", self.port)
+        # DNS needs one port number for UDP and TCP: take a free UDP port, and try again (bounded) when
+        # its TCP twin is in use by someone else.
+        for attempt in range(20):
+            self.udp, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+            self.port = self.udp.get_extra_info("sockname")[1]
+            try:
+                self.tcp = await asyncio.start_server(client, "127.0.0.1", self.port)
+                return
+            except OSError:
+                self.udp.close()
+                if attempt == 19:
+                    raise
 
     async def stop(self) -> None:
         if self.udp:
