@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the tests and `make run` need (kubectl comes from PyPI, Debian's is too old).
-DEBS   := python3-venv openssl ca-certificates containerd runc containernetworking-plugins busybox-static iptables iproute2 nftables
+DEBS   := python3-venv openssl ca-certificates containerd runc containernetworking-plugins busybox-static iptables iproute2 nftables debootstrap systemd-container
 
 .PHONY: all run test lint typecheck unit bench clean deps venv
 
@@ -55,3 +55,10 @@ bench: venv
 
 clean:
 	rm -rf .run build *.egg-info
+
+# The project and every dependency as wheels in dist/wheels: what the Ansible roles install on hosts
+# that have no package index (ansible/: kubeedge_wheel_dir).
+.PHONY: wheel
+wheel: venv
+	rm -rf dist/wheels
+	$(PY) -m pip wheel -q --disable-pip-version-check --wheel-dir dist/wheels .
