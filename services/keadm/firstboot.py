@@ -275,7 +275,7 @@ def edgemesh_document(settings: JoinSettings, config: Any) -> dict[str, Any]:
         "commonConfig": {"nodeName": settings.node_name},
         "modules": {
             "edgeTunnel": {
-                "tlsCaFile": str(config.ca_file),
+                "tlsCAFile": str(config.ca_file),
                 "tlsCertFile": str(config.cert_file),
                 "tlsPrivateKeyFile": str(config.key_file),
             }

@@ -321,3 +321,18 @@ def test_firstboot_is_a_keadm_command(tmp_path: Path, monkeypatch: pytest.Monkey
     )
     assert a.func(a) == 0
     assert os.environ.get("NOTIFY_SOCKET") is None
+
+
+def test_edgemesh_document_is_a_valid_agent_config() -> None:
+    """What firstboot writes for the mesh agent must load (an unknown key would crash-loop the unit)."""
+    from edgemesh.config import from_dict
+    from kubeedge.keadm.firstboot import edgemesh_document
+
+    class Settings:
+        node_name = "edge-1"
+
+    class Config:
+        ca_file, cert_file, key_file = Path("/ca.crt"), Path("/n.crt"), Path("/n.key")
+
+    cfg = from_dict(edgemesh_document(Settings(), Config()))  # type: ignore[arg-type]
+    assert cfg is not None
