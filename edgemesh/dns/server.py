@@ -35,6 +35,7 @@ DEFAULT_MAX_PENDING = 1024  # queries waiting on upstreams at once; more get SER
 ANSWER_CACHE_LIMIT = 8192  # packed cluster answers kept (oldest evicted first)
 ANSWER_CACHE_KEY_LIMIT = 512  # longer queries are answered but not cached
 UDP_SOCKET_BUFFER = 1 << 20  # kernel receive buffer asked for, to ride out bursts
+EPHEMERAL_BIND_ATTEMPTS = 20  # port 0: tries at a UDP port whose TCP twin is also free
 UDP_BATCH = 64  # datagrams read per event-loop wake-up before other work gets a turn
 UDP_RECV_SIZE = MAX_QUERY_SIZE + 1  # anything longer is FORMERR anyway; its tail is irrelevant
 MAX_CNAME_CHASE = 8
@@ -94,23 +95,36 @@ class DNSServer:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Port 0 asks for any free port: the kernel picks one for UDP and its TCP twin may be taken,
+        # so an ephemeral choice is retried (bounded); a configured port fails at once.
+        ephemeral = self.port == 0
+        for attempt in range(EPHEMERAL_BIND_ATTEMPTS if ephemeral else 1):
+            try:
+                await self._bind(0 if ephemeral else self.port)
+                break
+            except OSError:
+                if attempt == (EPHEMERAL_BIND_ATTEMPTS if ephemeral else 1) - 1:
+                    raise
+        log.info("dns: serving %s on %s:%d (udp+tcp)", self.zone.domain, self.host, self.port)
+
+    async def _bind(self, port: int) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_SOCKET_BUFFER)
-            sock.bind((self.host, self.port))
+            sock.bind((self.host, port))
         except OSError:
             sock.close()
             raise
         listener = _UDPListener(self, sock)
-        self._udp = listener
-        self.port = sock.getsockname()[1]  # port 0 → the one the kernel chose, also for TCP
+        bound = sock.getsockname()[1]  # port 0 → the one the kernel chose, also for TCP
         try:
-            self._tcp = await asyncio.start_server(self._tcp_client, self.host, self.port, reuse_address=True)
+            self._tcp = await asyncio.start_server(self._tcp_client, self.host, bound, reuse_address=True)
         except OSError:
             listener.close()
             raise
-        log.info("dns: serving %s on %s:%d (udp+tcp)", self.zone.domain, self.host, self.port)
+        self._udp = listener
+        self.port = bound
 
     async def stop(self) -> None:
         if self._udp is not None:

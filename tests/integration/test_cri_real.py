@@ -130,7 +130,8 @@ async def test_pod_lifecycle(containerd: RunningContainerd, tmp_path: Path) -> N
 
     async def logged() -> list[re.Match[str]]:
         lines = log_file.read_text().splitlines() if log_file.exists() else []
-        return [m for m in map(CRI_LOG_LINE.match, lines) if m and m.group(5) in ("hello", "oops")]
+        found = [m for m in map(CRI_LOG_LINE.match, lines) if m and m.group(5) in ("hello", "oops")]
+        return found if len(found) >= 2 else []  # both streams written (in either order)
 
     matches = await wait_for(logged, deadline_s=10, what="hello and oops in the CRI log")
     assert {(m.group(3), m.group(4), m.group(5)) for m in matches} == {

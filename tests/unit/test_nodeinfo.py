@@ -220,6 +220,10 @@ async def test_agent_merges_extra_and_reports_changes() -> None:
     clock.now += 10
     await a.refresh_extra()
     await a.tick()
+    assert len(patches()) == 1  # the first check after registering always sends (restart case)
+    clock.now += 10
+    await a.refresh_extra()
+    await a.tick()
     assert patches() == []  # nothing changed
     snapshot["images"] = [*snapshot["images"], {"names": ["new:1"], "sizeBytes": 1}]
     await a.refresh_extra()
@@ -243,7 +247,7 @@ async def test_agent_merges_extra_and_reports_changes() -> None:
     [p] = patches()
     assert (
         conds(p)[MEMORY]["status"] == "True"
-        and conds(p)[MEMORY]["lastTransitionTime"] == "2027-01-15T08:00:30Z"
+        and conds(p)[MEMORY]["lastTransitionTime"] == "2027-01-15T08:00:40Z"
     )
     assert conds(p)["Ready"]["status"] == "False"
     assert conds(p)[DISK]["lastTransitionTime"] == "2027-01-15T08:00:00Z"  # unchanged since start
