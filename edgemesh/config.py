@@ -8,7 +8,6 @@ by adding fields — the loader picks new fields up from their annotations.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import re
 import types
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, Union, get_args, get_origin
 
 import yaml
+
+from kubeedge.runtime.overrides import apply_overrides as _apply_overrides
 
 API_VERSION: Final = "agent.edgemesh.config.kubeedge.io/v1alpha1"
 KIND: Final = "EdgeMeshAgent"
@@ -382,29 +383,11 @@ def from_dict(doc: Any) -> AgentConfig:
 
 
 def apply_overrides(doc: Any, overrides: Sequence[str]) -> dict[str, Any]:
-    """A copy of `doc` with each `--set a.b.c=value` applied (value read as YAML, so numbers, booleans
-    and `[x, y]` lists keep their types; missing mappings are created). Unknown keys are left for the
-    loader to report."""
-    out: dict[str, Any] = copy.deepcopy(doc) if isinstance(doc, dict) else {}
-    for item in overrides:
-        path, sep, raw = item.partition("=")
-        keys = path.strip().split(".")
-        if not sep or not all(keys):
-            raise ConfigError(f"--set {item!r}: expected key.path=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: value is not YAML: {e}") from None
-        node = out
-        for i, k in enumerate(keys[:-1]):
-            nxt = node.get(k)
-            if nxt is None:
-                nxt = node[k] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {item!r}: {'.'.join(keys[: i + 1])} is not a mapping")
-            node = nxt
-        node[keys[-1]] = value
-    return out
+    """``--set a.b.c=value`` overrides: the daemons' one implementation, with its errors as ConfigError."""
+    try:
+        return _apply_overrides(doc if isinstance(doc, dict) else {}, overrides)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def load(path: str | Path | None, overrides: Sequence[str] = ()) -> AgentConfig:
