@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Debian packages the tests and `make run` need (kubectl comes from PyPI, Debian's is too old).
 DEBS   := python3-venv openssl ca-certificates containerd runc containernetworking-plugins busybox-static iptables iproute2 nftables debootstrap systemd-container
 
-.PHONY: all run test lint typecheck unit bench clean deps venv
+.PHONY: all run test lint typecheck unit bench clean deps venv image image-deps
 
 all: venv
 
@@ -55,6 +55,33 @@ bench: venv
 
 clean:
 	rm -rf .run build *.egg-info
+
+# The appliance (image/, DESIGN §8): a raw UEFI disk (systemd-boot; dd or bmaptool it onto a device)
+# and the same system as a directory tree for containers. IMAGE_PROFILE=cloud builds the cloud node.
+# mkosi 25 is unpacked from Debian trixie into image/.tools (bookworm's 14 cannot make ESP disks here).
+IMAGE_PROFILE ?= edge
+IMAGE_OUT     := image/mkosi.output
+IMAGE_DEBS    := systemd-container qemu-system-x86 ovmf fdisk bmap-tools debian-archive-keyring
+MKOSI         := PYTHONPATH=$(CURDIR)/image/.tools/mkosi/usr/lib/python3/dist-packages python3 -m mkosi
+
+image-deps:
+	@missing=""; for p in $(IMAGE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	image/fetch-mkosi.sh
+
+image: venv image-deps
+	@# A stale setuptools build/ dir would leak old files into the wheel.
+	rm -rf build image/.wheels
+	$(PY) -m pip wheel -q --disable-pip-version-check --wheel-dir image/.wheels .
+	cd image && $(MKOSI) --profile $(IMAGE_PROFILE) -f build
+	@# Same output directory: the tools tree mkosi built there is reused, not built again.
+	cd image && $(MKOSI) --profile $(IMAGE_PROFILE) --format directory --bootable no \
+	  --output kubeedge-$(IMAGE_PROFILE)-tree -f build
+	bmaptool -q create -o $(IMAGE_OUT)/kubeedge-$(IMAGE_PROFILE).bmap $(IMAGE_OUT)/kubeedge-$(IMAGE_PROFILE).raw
+	@ls -lhs $(IMAGE_OUT)/kubeedge-$(IMAGE_PROFILE).raw; echo "tree: $(IMAGE_OUT)/kubeedge-$(IMAGE_PROFILE)-tree"
 
 # The project and every dependency as wheels in dist/wheels: what the Ansible roles install on hosts
 # that have no package index (ansible/: kubeedge_wheel_dir).
