@@ -60,6 +60,9 @@ clean:
 # and the same system as a directory tree for containers. IMAGE_PROFILE=cloud builds the cloud node.
 # mkosi 25 is unpacked from Debian trixie into image/.tools (bookworm's 14 cannot make ESP disks here).
 IMAGE_PROFILE ?= edge
+# IMAGE_SSH=yes adds openssh-server (keys from kubeedge/authorized_keys on the ESP) to either profile.
+IMAGE_SSH     ?= no
+IMAGE_FLAGS   := --profile $(IMAGE_PROFILE) $(if $(filter yes,$(IMAGE_SSH)),--profile ssh)
 IMAGE_OUT     := image/mkosi.output
 IMAGE_DEBS    := systemd-container qemu-system-x86 ovmf fdisk bmap-tools debian-archive-keyring
 MKOSI         := PYTHONPATH=$(CURDIR)/image/.tools/mkosi/usr/lib/python3/dist-packages python3 -m mkosi
@@ -76,9 +79,9 @@ image: venv image-deps
 	@# A stale setuptools build/ dir would leak old files into the wheel.
 	rm -rf build image/.wheels
 	$(PY) -m pip wheel -q --disable-pip-version-check --wheel-dir image/.wheels .
-	cd image && $(MKOSI) --profile $(IMAGE_PROFILE) -f build
+	cd image && $(MKOSI) $(IMAGE_FLAGS) -f build
 	@# Same output directory: the tools tree mkosi built there is reused, not built again.
-	cd image && $(MKOSI) --profile $(IMAGE_PROFILE) --format directory --bootable no \
+	cd image && $(MKOSI) $(IMAGE_FLAGS) --format directory --bootable no \
 	  --output kubeedge-$(IMAGE_PROFILE)-tree -f build
 	bmaptool -q create -o $(IMAGE_OUT)/kubeedge-$(IMAGE_PROFILE).bmap $(IMAGE_OUT)/kubeedge-$(IMAGE_PROFILE).raw
 	@ls -lhs $(IMAGE_OUT)/kubeedge-$(IMAGE_PROFILE).raw; echo "tree: $(IMAGE_OUT)/kubeedge-$(IMAGE_PROFILE)-tree"

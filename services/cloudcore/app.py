@@ -29,6 +29,7 @@ from kubeedge.pki import certs
 from kubeedge.pki.bootstrap import BootstrapConfig, BootstrapServer
 from kubeedge.pki.tokens import TokenStore
 from kubeedge.runtime import Supervisor
+from kubeedge.runtime.hostaddrs import host_addresses
 from kubeedge.runtime.tlsbuffers import set_tls_read_buffer
 
 from .cloudhub import CloudHub, CloudHubConfig
@@ -55,10 +56,17 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+def advertised(config: CloudCoreConfig) -> tuple[str, ...]:
+    """The configured advertiseAddress, else every address this host has now (an appliance learns
+    its address at boot; the certificate is issued at each start, so a restart follows a change)."""
+    configured = config.modules.cloud_hub.advertise_address
+    return configured or tuple(host_addresses())
+
+
 def serving_sans(config: CloudCoreConfig) -> tuple[list[str], list[str]]:
     """(dns, ips) of cloudhub's serving certificate: advertise addresses, listen addresses, loopback."""
     hub = config.modules.cloud_hub
-    names = {"localhost", *hub.advertise_address}
+    names = {"localhost", *advertised(config)}
     for addr in (hub.websocket.address, hub.https.address):
         if addr not in ("0.0.0.0", "::"):
             names.add(addr)
@@ -166,6 +174,11 @@ class CloudCore:
         self._teardown.append(("supervised tasks", self.sup.stop))
 
         dns, ips = serving_sans(cfg)
+        if not hubcfg.advertise_address:
+            log.info(
+                "no modules.cloudHub.advertiseAddress: edges may dial %s (this host's addresses now)",
+                ", ".join(ips),
+            )
         serving = certs.issue(
             self.ca,
             SERVING_CERT_CN,
@@ -221,7 +234,7 @@ class CloudCore:
             BootstrapConfig(
                 host=hubcfg.https.address,
                 port=hubcfg.https.port,
-                advertise_addresses=hubcfg.advertise_address,
+                advertise_addresses=advertised(cfg),
                 cert_validity=hubcfg.cert_validity,
             ),
             self.ca,

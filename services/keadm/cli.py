@@ -686,7 +686,7 @@ def _add_run_mode(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from . import devrun, firstboot
+    from . import cloudboot, devrun, firstboot
 
     p = argparse.ArgumentParser(prog="keadm", description="set up KubeEdge clouds and edge nodes")
     sub = p.add_subparsers(dest="command", required=True)
@@ -751,6 +751,7 @@ def parser() -> argparse.ArgumentParser:
 
     devrun.add_parser(sub)
     firstboot.add_parser(sub)
+    cloudboot.add_parser(sub)
     return p
 
 

@@ -215,7 +215,7 @@ def locate(paths: Paths) -> tuple[Path, str]:
     raise SettingsError(f"no join settings: looked for {where}")
 
 
-def _write_atomic(path: Path, text: str, mode: int) -> None:
+def write_atomic(path: Path, text: str, mode: int) -> None:
     """Replace ``path`` in one step: a power cut leaves the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -263,7 +263,7 @@ def consume_token(settings: JoinSettings) -> str:
     path = settings.source
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = path.read_text(errors="replace")
-    _write_atomic(path, without_token(text, stamp), 0o600)
+    write_atomic(path, without_token(text, stamp), 0o600)
     return f"token removed from {path}"
 
 
@@ -408,9 +408,9 @@ class FirstBoot:
             log.info("%s", consume_token(settings), extra={"node": name})
         doc["modules"]["edgeHub"].pop("token", None)  # the certificate is what edgecore uses from now on
         mesh = edgemesh_document(settings, config)
-        _write_atomic(self.paths.edgemesh_config, yaml.safe_dump(mesh, sort_keys=False), 0o644)
+        write_atomic(self.paths.edgemesh_config, yaml.safe_dump(mesh, sort_keys=False), 0o644)
         # Last: its existence is "joined" for edgecore.service and for this unit's condition.
-        _write_atomic(self.paths.edgecore_config, yaml.safe_dump(doc, sort_keys=False), 0o600)
+        write_atomic(self.paths.edgecore_config, yaml.safe_dump(doc, sort_keys=False), 0o600)
 
 
 def add_parser(sub: Any) -> None:

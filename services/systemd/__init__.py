@@ -22,7 +22,13 @@ from .notify import Notifier
 from .status import OfflineClock, StatusReporter, cloud_status, edge_status
 from .watchdog import Watchdog, watchdog_period
 
-UNITS: Final = ("cloudcore.service", "edgecore.service", "edgemesh.service", "kubeedge-join.service")
+UNITS: Final = (
+    "cloudcore.service",
+    "edgecore.service",
+    "edgemesh.service",
+    "kubeedge-join.service",
+    "kubeedge-init.service",
+)
 
 _notifier: Notifier | None = None
 

@@ -27,6 +27,7 @@ OUTPUT = IMAGE_DIR / "mkosi.output"
 PROFILE = "edge"
 DISK = OUTPUT / f"kubeedge-{PROFILE}.raw"
 TREE = OUTPUT / f"kubeedge-{PROFILE}-tree"
+CLOUD_PROFILE = "cloud"
 # The tools tree mkosi builds (trixie): systemd-repart, mtools, ...
 TOOLS = OUTPUT / "tools"
 # GPT type of an x86-64 root partition (Discoverable Partitions Specification) and of the ESP.
@@ -45,16 +46,25 @@ V1_CONTROLLERS = ("blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "me
 POD_CGROUP_ROOT = "kubeedge"
 
 
-def build_image() -> None:
+def disk_of(profile: str) -> Path:
+    return OUTPUT / f"kubeedge-{profile}.raw"
+
+
+def tree_of(profile: str) -> Path:
+    return OUTPUT / f"kubeedge-{profile}-tree"
+
+
+def build_image(profile: str = PROFILE) -> Path:
     """`make image`: the disk and the tree; caches under image/ make a rebuild incremental."""
     done = subprocess.run(
-        ["make", "-C", str(ROOT), "image"],
+        ["make", "-C", str(ROOT), "image", f"IMAGE_PROFILE={profile}"],
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT_S,
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, f"make image failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
+    return disk_of(profile)
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,8 @@ def run(argv: list[str], *, timeout: float = CMD_TIMEOUT_S, check: bool = True) 
 
 @dataclass
 class Link:
-    """A network namespace with a veth: ``guest_if`` inside, ``host_ip`` on the host end."""
+    """A network namespace with a veth: ``guest_if`` inside, ``host_ip`` on the far end, which is in
+    the host's namespace or, for two machines wired to each other, in ``host_netns``."""
 
     netns: str
     host_if: str
@@ -125,17 +136,25 @@ class Link:
     host_ip: str
     guest_ip: str
     prefix: int = 24
+    host_netns: str | None = None
 
     @property
     def netns_path(self) -> str:
         return f"/run/netns/{self.netns}"
 
+    def _far(self) -> list[str]:
+        return ["ip", "-n", self.host_netns] if self.host_netns else ["ip"]
+
     def cut(self) -> None:
         """The uplink goes down: the cloud becomes unreachable from the guest."""
-        run(["ip", "link", "set", self.host_if, "down"])
+        run([*self._far(), "link", "set", self.host_if, "down"])
 
     def restore(self) -> None:
-        run(["ip", "link", "set", self.host_if, "up"])
+        run([*self._far(), "link", "set", self.host_if, "up"])
+
+    def in_netns(self, *argv: str) -> list[str]:
+        """``argv`` run in this link's namespace (where the guest is), from the host."""
+        return ["nsenter", f"--net={self.netns_path}", *argv]
 
 
 @contextlib.contextmanager
@@ -178,6 +197,32 @@ def veth_link(index: int) -> Iterator[Link]:
     finally:
         run(["ip", "link", "del", link.host_if], check=False)
         run(["ip", "netns", "del", link.netns], check=False)
+
+
+@contextlib.contextmanager
+def wired_pair(index: int) -> Iterator[tuple[Link, Link]]:
+    """Two namespaces joined by one veth, for a cloud machine and an edge machine: (cloud, edge). The
+    host has no address on it: what passes is between the two machines only."""
+    tag = uuid.uuid4().hex[:6]
+    cloud_ns, edge_ns = f"keic-{tag}", f"keie-{tag}"
+    cloud_ip, edge_ip = f"10.213.{index}.1", f"10.213.{index}.2"
+    cloud = Link(cloud_ns, "uplink0", "uplink0", edge_ip, cloud_ip, host_netns=edge_ns)
+    edge = Link(edge_ns, "uplink0", "uplink0", cloud_ip, edge_ip, host_netns=cloud_ns)
+    for ns in (cloud_ns, edge_ns):
+        run(["ip", "netns", "add", ns])
+    try:
+        # Made in the cloud's namespace, one end moved to the edge's.
+        run(["ip", "-n", cloud_ns, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0",
+             "netns", edge_ns])  # fmt: skip
+        for link in (cloud, edge):
+            inside = ["ip", "-n", link.netns]
+            run([*inside, "addr", "add", f"{link.guest_ip}/{link.prefix}", "dev", link.guest_if])
+            run([*inside, "link", "set", link.guest_if, "up"])
+            run([*inside, "link", "set", "lo", "up"])
+        yield cloud, edge
+    finally:
+        for ns in (cloud_ns, edge_ns):
+            run(["ip", "netns", "del", ns], check=False)
 
 
 @dataclass

@@ -51,16 +51,13 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def disk() -> Path:
-    # Incremental: the cached package tree under image/ is reused; only the project is installed anew.
-    m.build_image()
-    return m.DISK
+def disk(edge_disk: Path) -> Path:
+    return edge_disk
 
 
 @pytest.fixture(scope="module")
-def rootfs(disk: Path, workdir: Path) -> Iterator[Path]:
-    with m.mounted_root(disk, workdir / "root") as root:
-        yield root
+def rootfs(edge_root: Path) -> Path:
+    return edge_root
 
 
 @pytest.fixture(scope="module")

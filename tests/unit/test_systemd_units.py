@@ -146,6 +146,17 @@ def test_first_boot_join_never_trips_the_start_limit_and_precedes_edgecore() -> 
     assert {"/etc/kubeedge", "/var/lib/kubeedge", "-/boot"} <= words(unit, "Service", "ReadWritePaths")
 
 
+def test_cloud_first_boot_precedes_cloudcore_and_never_trips_the_start_limit() -> None:
+    unit = parse(systemd.unit_text("kubeedge-init.service"))
+    assert unit["Unit"]["ConditionPathExists"] == ["!/etc/kubeedge/config/cloudcore.yaml"]
+    assert unit["Unit"]["StartLimitIntervalSec"] == ["0"]
+    assert "cloudcore.service" in words(unit, "Unit", "Before")
+    assert unit["Service"]["ExecStart"] == [f"/{VENV_BIN}/keadm firstboot-cloud"]
+    # What it writes is what cloudcore's unit waits for.
+    cloudcore = parse(systemd.unit_text("cloudcore.service"))
+    assert cloudcore["Unit"]["ConditionPathExists"] == ["/etc/kubeedge/config/cloudcore.yaml"]
+
+
 def test_cloudcore_is_confined_to_its_state() -> None:
     svc = parse(systemd.unit_text("cloudcore.service"))["Service"]
     assert svc["ProtectSystem"] == ["strict"] and svc["ReadWritePaths"] == ["/var/lib/kubeedge"]
