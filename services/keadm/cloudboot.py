@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +29,16 @@ import yaml
 from kubeedge.systemd import Notifier, setup_logging
 
 from . import cli
-from .firstboot import (
+from .bootfiles import (
     BOOT_DIRS,
     CONFIG_DIR,
-    MAX_SETTINGS_BYTES,
     RECHECK_INTERVAL,
-    SYSTEM_CREDENTIALS,
+    Reporter,
     SettingsError,
+    add_location_args,
+    credential_dirs,
+    first_found,
+    load_mapping,
     write_atomic,
 )
 
@@ -50,7 +52,7 @@ KEYS: Final = frozenset({"advertiseAddress", "set"})
 @dataclass(frozen=True)
 class CloudPaths:
     boot_dirs: Sequence[Path] = BOOT_DIRS
-    credential_dirs: Sequence[Path] = (SYSTEM_CREDENTIALS,)
+    credential_dirs: Sequence[Path] = ()  # default: $CREDENTIALS_DIRECTORY, then the system's
     config_dir: Path = CONFIG_DIR
     data_dir: Path = cli.CLOUD_DATA_DIR
 
@@ -59,21 +61,13 @@ class CloudPaths:
         return self.config_dir / "cloudcore.yaml"
 
     def candidates(self) -> list[Path]:
-        return [d / CREDENTIAL for d in self.credential_dirs] + [d / CLOUD_FILE for d in self.boot_dirs]
+        creds = [d / CREDENTIAL for d in credential_dirs(self.credential_dirs)]
+        return creds + [d / CLOUD_FILE for d in self.boot_dirs]
 
 
 def read_settings(paths: CloudPaths) -> tuple[Path | None, str]:
     """(source, text) of the first settings document found, or (None, "") when there is none."""
-    for path in paths.candidates():
-        try:
-            if path.stat().st_size > MAX_SETTINGS_BYTES:
-                raise SettingsError(f"{path}: larger than {MAX_SETTINGS_BYTES} bytes; not a settings file")
-            return path, path.read_text(errors="replace")
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            raise SettingsError(f"{path}: cannot read: {e.strerror}") from None
-    return None, ""
+    return first_found(paths.candidates()) or (None, "")
 
 
 def _overrides(raw: Any, source: Path) -> list[str]:
@@ -96,21 +90,7 @@ def _overrides(raw: Any, source: Path) -> list[str]:
 
 def parse(text: str, source: Path) -> tuple[list[str], list[str]]:
     """(advertise addresses, overrides) of a cloud settings document."""
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SettingsError(f"{source}: not valid YAML{where}") from None
-    if doc is None:
-        return [], []
-    if not isinstance(doc, dict):
-        raise SettingsError(f"{source}: expected a mapping (keys: {', '.join(sorted(KEYS))})")
-    unknown = sorted(str(k) for k in doc if k not in KEYS)
-    if unknown:
-        raise SettingsError(
-            f"{source}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KEYS))})"
-        )
+    doc = load_mapping(text, source, KEYS, "'advertiseAddress' and/or 'set'")
     raw = doc.get("advertiseAddress") or []
     advertise = [raw] if isinstance(raw, str) else raw
     if not isinstance(advertise, list) or not all(isinstance(a, str) and a for a in advertise):
@@ -132,13 +112,7 @@ class CloudFirstBoot:
         self.paths = paths
         self.notifier = notifier
         self.recheck = recheck
-        self._last_problem = ""
-
-    def report(self, problem: str) -> None:
-        self.notifier.status(problem)
-        if problem != self._last_problem:
-            log.error("%s", problem)
-            self._last_problem = problem
+        self.report = Reporter(notifier, log)
 
     async def run(self) -> str:
         """Until the config is written; returns what was done."""
@@ -163,31 +137,18 @@ def add_parser(sub: Any) -> None:
         "firstboot-cloud",
         help="write cloudcore's config from the boot partition or credentials (kubeedge-init.service)",
     )
-    p.add_argument(
-        "--boot-dir", action="append", default=[], type=Path, help="where kubeedge/cloud.yaml may be"
-    )
-    p.add_argument(
-        "--credentials-dir", action="append", default=[], type=Path, help="where kubeedge.cloud may be"
-    )
-    p.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help=f"cloudcore's config ({CONFIG_DIR})")
+    add_location_args(p, CLOUD_FILE, CREDENTIAL, "cloudcore's config")
     p.add_argument(
         "--data-dir", type=Path, default=cli.CLOUD_DATA_DIR, help=f"cloudcore state ({cli.CLOUD_DATA_DIR})"
     )
     p.set_defaults(func=cmd_firstboot_cloud)
 
 
-def credential_dirs(given: Sequence[Path]) -> tuple[Path, ...]:
-    if given:
-        return tuple(given)
-    env = os.environ.get("CREDENTIALS_DIRECTORY")
-    return ((Path(env),) if env else ()) + (SYSTEM_CREDENTIALS,)
-
-
 def cmd_firstboot_cloud(a: argparse.Namespace, notifier: Notifier | None = None) -> int:
     setup_logging("kubeedge-init", "INFO")
     paths = CloudPaths(
         boot_dirs=tuple(a.boot_dir) or BOOT_DIRS,
-        credential_dirs=credential_dirs(a.credentials_dir),
+        credential_dirs=tuple(a.credentials_dir),
         config_dir=a.config_dir,
         data_dir=a.data_dir,
     )

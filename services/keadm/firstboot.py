@@ -27,7 +27,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,30 +41,31 @@ from kubeedge.pki.client import BootstrapError
 from kubeedge.systemd import Notifier, setup_logging
 
 from . import cli
+from .bootfiles import (
+    BOOT_DIRS,
+    CONFIG_DIR,
+    RECHECK_INTERVAL,
+    Reporter,
+    SettingsError,
+    add_location_args,
+    credential_dirs,
+    first_found,
+    load_mapping,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
 CREDENTIAL: Final = "kubeedge.join"
 JOIN_FILE: Final = Path("kubeedge") / "join.yaml"
-BOOT_DIRS: Final = (Path("/efi"), Path("/boot/efi"), Path("/boot"))
-SYSTEM_CREDENTIALS: Final = Path("/run/credentials/@system")
-CONFIG_DIR: Final = Path("/etc/kubeedge/config")
 MACHINE_ID: Final = Path("/etc/machine-id")
 KEYS: Final = frozenset({"cloud", "token", "nodeName", "certPort", "labels", "runtimeEndpoint"})
-# Settings that are missing or refused are looked for again this often (a person is fixing them).
-RECHECK_INTERVAL: Final = 15.0
 # A refused token is retried unchanged this rarely (the cloud may have been at fault).
 REFUSED_RETRY_INTERVAL: Final = 300.0
 # An unreachable cloud: retry after 2, 4, 8 ... seconds, at most this long apart.
 BACKOFF_MIN: Final = 2.0
 BACKOFF_MAX: Final = 60.0
-# join.yaml is a small hand-written file; anything bigger is not one.
-MAX_SETTINGS_BYTES: Final = 64 * 1024
 _TOKEN_LINE = re.compile(r"^token\s*:")
-
-
-class SettingsError(Exception):
-    """The join settings are missing or unusable; the text (never containing the token) says why."""
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,7 @@ class Paths:
         return self.config_dir / "edgemesh.yaml"
 
     def credential_candidates(self) -> list[Path]:
-        if self.credential_dirs:
-            dirs = list(self.credential_dirs)
-        else:
-            env = os.environ.get("CREDENTIALS_DIRECTORY")
-            dirs = [Path(env)] if env else []
-            dirs.append(SYSTEM_CREDENTIALS)
-        return [d / CREDENTIAL for d in dirs]
+        return [d / CREDENTIAL for d in credential_dirs(self.credential_dirs)]
 
     def candidates(self) -> list[Path]:
         return self.credential_candidates() + [d / JOIN_FILE for d in self.boot_dirs]
@@ -139,19 +133,7 @@ def node_name(raw: str, machine_id: Path) -> str:
 
 def parse(text: str, source: Path, *, machine_id: Path = MACHINE_ID, need_token: bool = True) -> JoinSettings:
     """Validate a join document; SettingsError names the first problem (and never shows the token)."""
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SettingsError(f"{source}: not valid YAML{where}") from None
-    if not isinstance(doc, dict):
-        raise SettingsError(f"{source}: expected a mapping with at least 'cloud' and 'token'")
-    unknown = sorted(str(k) for k in doc if k not in KEYS)
-    if unknown:
-        raise SettingsError(
-            f"{source}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KEYS))})"
-        )
+    doc = load_mapping(text, source, KEYS, "at least 'cloud' and 'token'")
     cloud = doc.get("cloud")
     if not isinstance(cloud, str) or not cloud:
         raise SettingsError(f"{source}: 'cloud' (cloudhub HOST:PORT, e.g. 192.168.1.10:10000) is missing")
@@ -202,36 +184,11 @@ def parse(text: str, source: Path, *, machine_id: Path = MACHINE_ID, need_token:
 
 def locate(paths: Paths) -> tuple[Path, str]:
     """(source, text) of the first settings found; SettingsError lists where it looked."""
-    for path in paths.candidates():
-        try:
-            if path.stat().st_size > MAX_SETTINGS_BYTES:
-                raise SettingsError(f"{path}: larger than {MAX_SETTINGS_BYTES} bytes; not a join file")
-            return path, path.read_text(errors="replace")
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            raise SettingsError(f"{path}: cannot read: {e.strerror}") from None
+    found = first_found(paths.candidates())
+    if found is not None:
+        return found
     where = ", ".join(str(p) for p in paths.candidates())
     raise SettingsError(f"no join settings: looked for {where}")
-
-
-def write_atomic(path: Path, text: str, mode: int) -> None:
-    """Replace ``path`` in one step: a power cut leaves the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # vfat and some others cannot fsync a directory
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def without_token(text: str, when: str) -> str:
@@ -303,14 +260,7 @@ class FirstBoot:
         self.refused_retry = refused_retry
         self.backoff_min, self.backoff_max = backoff
         self.attempts = 0
-        self._last_problem = ""
-
-    def report(self, problem: str) -> None:
-        """STATUS= always; the journal once per distinct problem (a retry loop must not flood it)."""
-        self.notifier.status(problem)
-        if problem != self._last_problem:
-            log.error("%s", problem)
-            self._last_problem = problem
+        self.report = Reporter(notifier, log)
 
     def joined(self) -> bool:
         return self.paths.edgecore_config.exists()
@@ -418,15 +368,7 @@ def add_parser(sub: Any) -> None:
         "firstboot",
         help="join with the settings on the boot partition or in systemd credentials (kubeedge-join.service)",
     )
-    p.add_argument(
-        "--boot-dir", action="append", default=[], type=Path, help="where kubeedge/join.yaml may be"
-    )
-    p.add_argument(
-        "--credentials-dir", action="append", default=[], type=Path, help="where kubeedge.join may be"
-    )
-    p.add_argument(
-        "--config-dir", type=Path, default=CONFIG_DIR, help=f"edgecore/edgemesh configs ({CONFIG_DIR})"
-    )
+    add_location_args(p, JOIN_FILE, CREDENTIAL, "edgecore/edgemesh configs")
     p.add_argument(
         "--data-dir", type=Path, default=cli.EDGE_DATA_DIR, help=f"edgecore state ({cli.EDGE_DATA_DIR})"
     )

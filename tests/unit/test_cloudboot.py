@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from kubeedge.keadm.firstboot import SettingsError
 from kubeedge.runtime.hostaddrs import global_ipv6, host_addresses, local_ipv4
 from kubeedge.systemd import Notifier
 from tests.cluster import wait_for
+from tests.unit.conftest import Statuses
 
 FIB_TRIE = """\
 Main:
@@ -122,48 +122,26 @@ def test_settings_set_advertise_addresses_and_any_cloudcore_key(tmp_path: Path) 
 )
 def test_wrong_settings_say_what_is_wrong(tmp_path: Path, text: str, expected: str) -> None:
     src = tmp_path / "cloud.yaml"
-    with pytest.raises(SettingsError, match="cloud.yaml") as e:
+    with pytest.raises(SettingsError, match=r"cloud\.yaml") as e:
         cloudcore_document(paths_in(tmp_path), src, text)
     assert expected in str(e.value)
     assert parse("", src) == ([], [])
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, Notifier]]:
-    path = tmp_path / "notify.sock"
-    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    rx.bind(str(path))
-    rx.setblocking(False)
-    try:
-        yield rx, Notifier(str(path))
-    finally:
-        rx.close()
-
-
-def received(rx: socket.socket, seen: list[str]) -> list[str]:
-    while True:
-        try:
-            seen.append(rx.recv(4096).decode())
-        except BlockingIOError:
-            return seen
 
 
 async def test_waits_out_wrong_settings_then_writes_the_config_once(
     tmp_path: Path, notify_socket: tuple[socket.socket, Notifier]
 ) -> None:
     rx, notifier = notify_socket
-    seen: list[str] = []
+    statuses = Statuses(rx)
     p = paths_in(tmp_path)
     settings = p.boot_dirs[1] / "kubeedge/cloud.yaml"
     settings.parent.mkdir(parents=True)
     settings.write_text("advertiseAddress: [10.0.0.1\n")
     task = asyncio.create_task(CloudFirstBoot(p, notifier, recheck=0.05).run())
     try:
-
-        async def reported() -> bool:
-            return any("waiting for usable cloud settings" in m for m in received(rx, seen))
-
-        await wait_for(reported, what="the garbled settings reported")
+        await wait_for(
+            statuses.having("waiting for usable cloud settings"), what="the garbled settings reported"
+        )
         assert not task.done() and not p.cloudcore_config.exists()
         settings.write_text("advertiseAddress: [10.0.0.1]\n")
         done = await asyncio.wait_for(task, 10)

@@ -8,7 +8,7 @@ import datetime as dt
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ from kubeedge.pki import certs, tokens
 from kubeedge.pki.bootstrap import BootstrapConfig, BootstrapServer
 from kubeedge.systemd import Notifier
 from tests.cluster import wait_for
+from tests.unit.conftest import Statuses
 
 HOST = "127.0.0.1"
 MACHINE_ID = "0123456789abcdef0123456789abcdef"
@@ -177,37 +178,6 @@ def test_consume_token_rewrites_join_yaml_but_cannot_touch_a_credential(tmp_path
 
 
 # ---- the run loop, over a real notify socket -------------------------------------------------------
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, Notifier]]:
-    path = tmp_path / "notify.sock"
-    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    rx.bind(str(path))
-    rx.setblocking(False)
-    try:
-        yield rx, Notifier(str(path))
-    finally:
-        rx.close()
-
-
-class Statuses:
-    def __init__(self, rx: socket.socket) -> None:
-        self.rx = rx
-        self.seen: list[str] = []
-
-    def drain(self) -> list[str]:
-        while True:
-            try:
-                self.seen.append(self.rx.recv(4096).decode())
-            except BlockingIOError:
-                return self.seen
-
-    def having(self, text: str) -> Callable[[], Awaitable[bool]]:
-        async def check() -> bool:
-            return any(text in m for m in self.drain())
-
-        return check
 
 
 def closed_port() -> int:
