@@ -70,6 +70,7 @@ async def main() -> None:
                     mach.kill()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    await cloud_image()
     st = os.stat(disk)
     print(
         f"disk image: {st.st_size / 2**30:.2f} GiB apparent, {st.st_blocks * 512 / 2**30:.2f} GiB allocated"
@@ -78,6 +79,33 @@ async def main() -> None:
     if tree.exists():
         du = m.run(["du", "-sh", str(tree)]).split()[0]
         print(f"directory tree: {du}")
+
+
+async def cloud_image() -> None:
+    """The cloud profile: nspawn start → cloudcore READY=1 (first boot writes its config), idle RSS."""
+    disk = m.disk_of(m.CLOUD_PROFILE)
+    if not disk.exists():
+        print(f"cloud image: {disk} missing (`make image IMAGE_PROFILE=cloud`); skipped")
+        return
+    work = Path(tempfile.mkdtemp(prefix="bench-boot-cloud-"))
+    try:
+        with m.mounted_root(disk, work / "root") as root, m.veth_link(8) as link:
+            mach = m.Machine(root, link, work / "cloud")
+            try:
+                mach.boot()
+
+                async def active() -> bool:
+                    return await asyncio.to_thread(lambda: mach.is_active("cloudcore") == "active")
+
+                await wait_for(active, deadline_s=READY_DEADLINE_S, interval=0.2)
+                print(f"cloud image first boot → cloudcore ready: {time.monotonic() - mach.started_at:.1f} s")
+                await asyncio.sleep(IDLE_S)  # a benchmark's idle window, not synchronisation
+                rss = rss_mb(mach, "cloudcore")
+                print("idle RSS cloudcore (embedded API): " + (f"{rss:.1f} MB" if rss else "not running"))
+            finally:
+                mach.kill()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

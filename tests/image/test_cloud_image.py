@@ -20,7 +20,7 @@ from tests.cluster import wait_for
 from tests.image import machine as m
 from tests.image.cloud import deployment
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 NODE = "image-edge-2"
 APP = "web2"

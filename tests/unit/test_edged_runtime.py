@@ -99,5 +99,17 @@ def test_remove_cgroup_v2_layout(tmp_path: Path) -> None:
     pod_dir = tmp_path / "kubeedge" / "podu1"
     (pod_dir / "child").mkdir(parents=True)
     assert rt.cgroup_dirs(rt.pod_cgroup("/kubeedge", "u1"), tmp_path) == [pod_dir]
-    rt.remove_cgroup(rt.pod_cgroup("/kubeedge/", "u1"), tmp_path)
+    assert rt.remove_cgroup(rt.pod_cgroup("/kubeedge/", "u1"), tmp_path) == []
     assert not pod_dir.exists() and (tmp_path / "kubeedge").exists()
+
+
+async def test_remove_cgroup_soon_reports_what_stays_busy(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
+    pod_dir = tmp_path / "kubeedge" / "podu2"
+    # A file inside makes rmdir fail as a cgroup with processes does (ENOTEMPTY instead of EBUSY).
+    pod_dir.mkdir(parents=True)
+    (pod_dir / "busy").write_text("")
+    assert await rt.remove_cgroup_soon(rt.pod_cgroup("/kubeedge", "u2"), tmp_path, within=0.3) == [pod_dir]
+    (pod_dir / "busy").unlink()
+    assert await rt.remove_cgroup_soon(rt.pod_cgroup("/kubeedge", "u2"), tmp_path, within=0.3) == []
+    assert not pod_dir.exists()

@@ -74,6 +74,8 @@ SECRET_KEY: Final = "secrets"
 # Pods handled at once (kubelet's maxPods is 110; room for pods still terminating). Pods beyond this
 # wait for a worker to finish and are picked up by the next resync.
 MAX_POD_WORKERS: Final = 256
+# Pod cgroups still busy after their teardown, kept for the resync to retry (beyond this: left alone).
+MAX_BUSY_CGROUPS: Final = 1024
 # Sandboxes being created at once: each runs CNI and starts a shim; a burst of 50 pods on a small
 # device is faster in a few lanes than all at once.
 MAX_PARALLEL_SANDBOX_STARTS: Final = 4
@@ -229,6 +231,7 @@ class Edged:
         self._resolv = read_host_resolv()
         self._wanted: dict[str, Obj] = {}  # uid -> latest pod from the store, bound to this node
         self._pods: dict[str, _PodState] = {}
+        self._busy_cgroups: set[str] = set()
         self._snapshot: rt.Snapshot | None = None
         self._sandbox_lane = asyncio.Semaphore(MAX_PARALLEL_SANDBOX_STARTS)
         self._store_synced = asyncio.Event()
@@ -397,6 +400,13 @@ class Edged:
             # orphans with a worker of their own, so in-progress teardowns are left alone).
             for uid in self.volumes.orphans(set(self._wanted) | set(self._pods)):
                 await self.volumes.cleanup(uid)
+            # Pod cgroups a teardown found still busy: only those, as other edgecores on this host
+            # (tests, EdgeSite) may share the cgroup parent.
+            for uid in list(self._busy_cgroups):
+                if uid not in self._pods and not rt.remove_cgroup(
+                    rt.pod_cgroup(self.config.cgroup_parent, uid)
+                ):
+                    self._busy_cgroups.discard(uid)
 
     def on_probe_change(self, pod_uid: str, container: str, kind: str, ok: bool) -> None:
         """ProbeManager's callback: a readiness/liveness/startup verdict changed."""
@@ -775,7 +785,10 @@ class Edged:
         self.backoff.forget_prefix(f"{uid}/")
         self.image_backoff.forget_prefix(f"{uid}/")
         await self.volumes.cleanup(uid)
-        rt.remove_cgroup(rt.pod_cgroup(self.config.cgroup_parent, uid))
+        left = await rt.remove_cgroup_soon(rt.pod_cgroup(self.config.cgroup_parent, uid))
+        if left and len(self._busy_cgroups) < MAX_BUSY_CGROUPS:
+            log.warning("edged: pod %s: cgroup %s still busy; the resync removes it later", uid, left[0])
+            self._busy_cgroups.add(uid)
         if pod is not None:
             await asyncio.to_thread(shutil.rmtree, self._log_dir(pod), True)
         if prt.sandboxes or prt.containers:

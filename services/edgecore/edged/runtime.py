@@ -6,6 +6,7 @@ so that adoption after an edgecore restart is testable without a runtime.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +20,9 @@ from .podspec import ANN_CONTAINER_HASH, ANN_RESTART_COUNT, LABEL_CONTAINER_NAME
 from .status import CREATED, EXITED, RUNNING, UNKNOWN, ContainerView, should_restart
 
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
+# A stopped pod's processes leave its cgroup within moments; give up on the rmdir after this long.
+CGROUP_REMOVE_TIMEOUT_S: Final = 5.0
+CGROUP_REMOVE_RETRY_S: Final = 0.1
 _STATES: Final = {
     api.CONTAINER_CREATED: CREATED,
     api.CONTAINER_RUNNING: RUNNING,
@@ -196,12 +200,28 @@ def cgroup_dirs(path: str, root: Path = CGROUP_ROOT) -> list[Path]:
     return [h / rel for h in sorted(root.iterdir()) if h.is_dir() and not h.is_symlink()]
 
 
-def remove_cgroup(path: str, root: Path = CGROUP_ROOT) -> None:
-    """rmdir the pod's cgroup (containerd leaves it behind), children first. Never removes a cgroup
-    that still has processes: the kernel refuses (EBUSY), and that is left for the next teardown."""
+def remove_cgroup(path: str, root: Path = CGROUP_ROOT) -> list[Path]:
+    """rmdir the pod's cgroup (containerd leaves it behind), children first; returns the directories
+    that remain. Never removes a cgroup that still has processes: the kernel refuses (EBUSY)."""
     for top in cgroup_dirs(path, root):
         if not top.exists():
             continue
         for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
             with contextlib.suppress(FileNotFoundError, OSError):
                 os.rmdir(dirpath)
+    return [top for top in cgroup_dirs(path, root) if top.exists()]
+
+
+async def remove_cgroup_soon(
+    path: str, root: Path = CGROUP_ROOT, *, within: float = CGROUP_REMOVE_TIMEOUT_S
+) -> list[Path]:
+    """remove_cgroup, retried while the pod's last processes finish exiting (they leave the cgroup a
+    moment after StopPodSandbox returns); what still remains after ``within`` is returned (the caller
+    logs it; the next teardown of that pod, or the orphan sweep, tries again)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while True:
+        left = remove_cgroup(path, root)
+        if not left or loop.time() >= end:
+            return left
+        await asyncio.sleep(CGROUP_REMOVE_RETRY_S)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeedge.edgecore.edged import runtime as rt
-from kubeedge.edgecore.edged.cri import CriClient, CriError, api
-from kubeedge.edgecore.edged.podspec import LABEL_POD_UID
+from kubeedge.edgecore.edged.cri import CriClient, CriError
 from kubeedge.edgecore.edged.status import RUNNING, ContainerView
 from kubeedge.store import NotFound, Store
 from kubeedge.streaming.tunnel import StreamError
@@ -42,17 +41,3 @@ async def running_container(cri: CriClient, pod: Obj, container: str) -> str:
     if found[0].state != RUNNING:
         raise StreamError(400, f'container "{container}" in pod "{name}" is not running ({found[0].state})')
     return found[0].id
-
-
-async def pod_ip(cri: CriClient, pod: Obj) -> str:
-    uid = str((pod.get("metadata") or {}).get("uid") or "")
-    name = (pod.get("metadata") or {}).get("name")
-    try:
-        sandboxes = await cri.list_pod_sandbox(labels={LABEL_POD_UID: uid}, state=api.SANDBOX_READY)
-        for sb in sandboxes:
-            ip = (await cri.pod_sandbox_status(sb.id)).status.network.ip
-            if ip:
-                return str(ip)
-    except CriError as e:
-        raise StreamError(503, f"the container runtime is not available: {e.details or e}") from None
-    raise StreamError(400, f'pod "{name}" has no running sandbox with an IP address')
