@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import types
-import typing
 from collections.abc import Sequence
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar, Union, get_args, get_origin
+from typing import Any, Final
 
-import yaml
+from kubeedge.runtime.configtable import ConfigError, apply_overrides, build, camel, read_document
 
-from kubeedge.runtime.overrides import apply_overrides as _apply_overrides
+__all__ = ["ConfigError", "apply_overrides"]  # with the section classes below: the config's API
 
 API_VERSION: Final = "agent.edgemesh.config.kubeedge.io/v1alpha1"
 KIND: Final = "EdgeMeshAgent"
@@ -29,10 +27,6 @@ DEFAULT_METASERVER: Final = "http://127.0.0.1:10550"
 DEFAULT_RELAY_PORT: Final = 20007  # a RelayServer (agent-hosted, `edgemesh relay`, or cloudcore's)
 DEFAULT_EDGECORE_DATA_DIR: Final = "/var/lib/kubeedge/edge"  # edgecore's dataDir: certs/, ca/
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the text names the offending key."""
 
 
 @dataclass(frozen=True)
@@ -221,12 +215,12 @@ def validate(c: AgentConfig) -> None:
         raise ConfigError(f"modules.edgeDNS.clusterDomain: {d.cluster_domain!r} is not a domain name")
     for name in ("ttl", "cache_max_ttl", "cache_min_ttl", "negative_ttl"):
         if getattr(d, name) < 0:
-            raise ConfigError(f"modules.edgeDNS.{_camel(name)}: must not be negative")
+            raise ConfigError(f"modules.edgeDNS.{camel(name)}: must not be negative")
     if d.cache_min_ttl > d.cache_max_ttl:
         raise ConfigError("modules.edgeDNS.cacheMinTTL: larger than cacheMaxTTL")
     for name in ("cache_size", "max_tcp_clients", "max_inflight"):
         if getattr(d, name) < 1:
-            raise ConfigError(f"modules.edgeDNS.{_camel(name)}: must be at least 1")
+            raise ConfigError(f"modules.edgeDNS.{camel(name)}: must be at least 1")
     if d.upstream_timeout <= 0:
         raise ConfigError("modules.edgeDNS.upstreamTimeout: must be positive")
     for s in d.upstream_servers:
@@ -236,12 +230,12 @@ def validate(c: AgentConfig) -> None:
     _ip(p.listen_address, "modules.edgeProxy.listenAddress")
     for name in ("min_sync_interval", "resync_interval", "tcp_idle_timeout", "udp_idle_timeout"):
         if not getattr(p, name) > 0:
-            raise ConfigError(f"modules.edgeProxy.{_camel(name)}: must be positive")
+            raise ConfigError(f"modules.edgeProxy.{camel(name)}: must be positive")
     _ip(t.listen_address, "modules.edgeTunnel.listenAddress")
     _port(t.listen_port, "modules.edgeTunnel.listenPort", zero_ok=True)
     for name in ("keepalive_interval", "keepalive_timeout", "dial_timeout", "upgrade_interval"):
         if not getattr(t, name) > 0:
-            raise ConfigError(f"modules.edgeTunnel.{_camel(name)}: must be positive")
+            raise ConfigError(f"modules.edgeTunnel.{camel(name)}: must be positive")
     if t.keepalive_timeout <= t.keepalive_interval:
         raise ConfigError("modules.edgeTunnel.keepaliveTimeout: must exceed keepaliveInterval")
     for a in t.advertise_address:
@@ -303,72 +297,6 @@ def parse_server(value: str, where: str = "server") -> tuple[str, int]:
     return host, port
 
 
-# -- generic YAML → dataclass loading ------------------------------------------------------------
-
-T = TypeVar("T")
-_ACRONYMS = {"api": "API", "ca": "CA", "dns": "DNS", "ip": "IP", "ttl": "TTL"}
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(_ACRONYMS.get(w, w.capitalize()) for w in rest)
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    if is_dataclass(tp) and isinstance(tp, type):
-        return _build(tp, value, where)
-    if origin is tuple:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list")
-        (item,) = get_args(tp)[:1]
-        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin in (Union, types.UnionType):
-        raise ConfigError(f"{where}: unsupported union type")  # keep fields single-typed
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported field type {tp!r}")
-
-
-def _build(cls: type[T], doc: Any, where: str) -> T:
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping")
-    hints = typing.get_type_hints(cls)
-    known = {_camel(f.name): f for f in fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for k, v in doc.items():
-        path = f"{where}.{k}" if where else str(k)
-        f = known.get(k)
-        if f is None:
-            raise ConfigError(f"{path}: unknown key (known: {', '.join(sorted(known))})")
-        kwargs[f.name] = _convert(hints[f.name], v, path)
-    for f in fields(cls):  # type: ignore[arg-type]
-        if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
-            raise ConfigError(f"{where}.{_camel(f.name)}: required")
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # pragma: no cover - a mismatch between fields and annotations
-        raise ConfigError(f"{where or 'config'}: {e}") from e
-
-
 def from_dict(doc: Any) -> AgentConfig:
     if doc is None:
         doc = {}
@@ -379,29 +307,12 @@ def from_dict(doc: Any) -> AgentConfig:
     kind = doc.pop("kind", KIND)
     if api != API_VERSION or kind != KIND:
         raise ConfigError(f"apiVersion/kind: expected {API_VERSION} {KIND}, got {api} {kind}")
-    return _build(AgentConfig, doc, "")
-
-
-def apply_overrides(doc: Any, overrides: Sequence[str]) -> dict[str, Any]:
-    """``--set a.b.c=value`` overrides: the daemons' one implementation, with its errors as ConfigError."""
-    try:
-        return _apply_overrides(doc if isinstance(doc, dict) else {}, overrides)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    return build(AgentConfig, doc)
 
 
 def load(path: str | Path | None, overrides: Sequence[str] = ()) -> AgentConfig:
     """The file (None: all defaults) with `--set` overrides applied, validated."""
-    doc: Any = {}
-    if path is not None:
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError(f"{path}: {e.strerror or e}") from e
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not YAML: {e}") from e
+    doc = read_document(Path(path)) if path is not None else {}
     if overrides:
         doc = apply_overrides(doc, overrides)
     return from_dict(doc)

@@ -1,35 +1,27 @@
 """cloudcore's one configuration: a YAML document shaped like KubeEdge's cloudcore.yaml, loaded into
 frozen dataclasses with defaults and validation; ``--set a.b=c`` overrides edit the document first.
 
-Every YAML key maps to a field through ``_key`` metadata (camelCase, as KubeEdge spells it); an
-unknown key is an error naming its full dotted path, so a typo never silently falls back to a default.
+Every YAML key maps to a field through ``_key`` metadata (camelCase, as KubeEdge spells it); the
+loading (unknown keys are errors naming their dotted path) is kubeedge.runtime.configtable's.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import ipaddress
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
-
-import yaml
+from typing import Any, Final
 
 from kubeedge.controllers.manager import resolve as resolve_controllers
 from kubeedge.pki.bootstrap import is_dns1123_subdomain
-from kubeedge.runtime.overrides import apply_overrides as _apply_overrides
+from kubeedge.runtime.configtable import ConfigError, apply_overrides, build, document, read_document
 
 API_VERSION: Final = "cloudcore.config.kubeedge.io/v1alpha2"
 KIND: Final = "CloudCore"
 DEFAULT_DATA_DIR: Final = Path("/var/lib/kubeedge/cloud")
 DEFAULT_METRICS_ADDRESS: Final = "127.0.0.1:10010"
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the offending key."""
 
 
 def _key(name: str) -> dict[str, str]:
@@ -252,108 +244,20 @@ class CloudCoreConfig:
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> CloudCoreConfig:
-        return _build(cls, doc, "")
+        return build(cls, doc)
 
     def to_document(self) -> dict[str, Any]:
         """The YAML-able document of this configuration (what keadm writes as cloudcore.yaml)."""
-        out = _document(self)
+        out = document(self)
         assert isinstance(out, dict)
         return out
-
-
-# ---- generic loading ---------------------------------------------------------------------------
-
-
-T = TypeVar("T")
-
-
-def _build(cls: type[T], doc: Mapping[str, Any], path: str) -> T:
-    if not isinstance(doc, Mapping):
-        raise ConfigError(f"{path or 'document'}: expected a mapping, got {type(doc).__name__}")
-    hints = typing.get_type_hints(cls)
-    by_key = {f.metadata["key"]: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kw: dict[str, Any] = {}
-    for key, value in doc.items():
-        where = f"{path}.{key}" if path else str(key)
-        f = by_key.get(str(key))
-        if f is None:
-            known = ", ".join(sorted(by_key))
-            raise ConfigError(f"unknown key {where!r} (known here: {known})")
-        kw[f.name] = _convert(hints[f.name], value, where)
-    try:
-        return cls(**kw)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _build(tp, value if value is not None else {}, where)
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(_convert(str, v, where) for v in value)
-    if tp is Path:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}: expected a path, got {value!r}")
-        return Path(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if value is None:
-            return ""
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    raise ConfigError(f"{where}: unsupported setting type {tp!r}")  # a programming error, said plainly
-
-
-def _document(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.metadata["key"]: _document(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple):
-        return [_document(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def apply_overrides(doc: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """``--set`` overrides applied to a copy of the raw document (see kubeedge.runtime.overrides)."""
-    try:
-        return _apply_overrides(doc if isinstance(doc, dict) else {}, overrides)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 def load_config(
     path: Path | None = None, overrides: Sequence[str] = (), *, data_dir: Path | None = None
 ) -> CloudCoreConfig:
     """Read ``path`` (or start from defaults), apply ``overrides`` and an explicit ``data_dir``."""
-    doc: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        doc = loaded or {}
+    doc = read_document(path) if path is not None else {}
     doc = apply_overrides(doc, overrides)
     if data_dir is not None:
         doc["dataDir"] = str(data_dir)

@@ -36,7 +36,7 @@ def test_set_overrides_keep_types_and_unknown_keys_fail(tmp_path: Path) -> None:
     assert c.proxy.min_sync_interval == 0.5 and c.relay.enable and c.common_config.node_name == "n1"
     c = config.load(None, ["modules.edgeTunnel.advertiseAddress=[203.0.113.9:20006]"])
     assert c.tunnel.advertise_address == ("203.0.113.9:20006",)
-    with pytest.raises(config.ConfigError, match=r"modules\.edgeRelay\.prot: unknown key"):
+    with pytest.raises(config.ConfigError, match=r"unknown key 'modules\.edgeRelay\.prot'"):
         config.load(None, ["modules.edgeRelay.prot=1"])
     with pytest.raises(config.ConfigError, match=r"expected key\.path=value"):
         config.load(None, ["nonsense"])
@@ -134,7 +134,7 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.Captur
     p = tmp_path / "a.yaml"
     p.write_text("modules: {edgeDNS: {lisenPort: 53}}\n")
     assert cli.main(["--config", str(p)]) == 2
-    assert "modules.edgeDNS.lisenPort: unknown key" in capsys.readouterr().err
+    assert "unknown key 'modules.edgeDNS.lisenPort'" in capsys.readouterr().err
 
 
 def test_tunnel_and_relay_metrics_render() -> None:

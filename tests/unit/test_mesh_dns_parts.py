@@ -37,7 +37,7 @@ def test_config_defaults_and_yaml(tmp_path):
 @pytest.mark.parametrize(
     ("doc", "names"),
     [
-        ({"modules": {"edgeDNS": {"listenPrt": 53}}}, "modules.edgeDNS.listenPrt: unknown key"),
+        ({"modules": {"edgeDNS": {"listenPrt": 53}}}, "unknown key 'modules.edgeDNS.listenPrt'"),
         ({"modules": {"edgeDNS": {"listenPort": "53"}}}, "expected an integer"),
         ({"modules": {"edgeDNS": {"listenPort": 70000}}}, "out of range"),
         ({"modules": {"edgeDNS": {"upstreamServers": ["dns.example"]}}}, "not an IP address"),
