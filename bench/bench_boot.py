@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import ROOT  # noqa: F401  (puts the checkout on sys.path: the image harness is in tests/)
+
 from kubeedge.kube import KubeClient
 from tests.cluster import wait_for
 from tests.image import machine as m
