@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the tests and `make run` need (kubectl comes from PyPI, Debian's is too old).
-DEBS   := python3-venv openssl ca-certificates containerd runc containernetworking-plugins busybox-static iptables iproute2 nftables debootstrap systemd-container
+DEBS   := python3-venv openssl ca-certificates containerd runc containernetworking-plugins busybox-static iptables iproute2 nftables debootstrap systemd-container openssh-client
 
 .PHONY: all run test lint typecheck unit bench clean deps venv image image-deps
 
@@ -63,6 +63,7 @@ IMAGE_PROFILE ?= edge
 # IMAGE_SSH=yes adds openssh-server (keys from kubeedge/authorized_keys on the ESP) to either profile.
 IMAGE_SSH     ?= no
 IMAGE_FLAGS   := --profile $(IMAGE_PROFILE) $(if $(filter yes,$(IMAGE_SSH)),--profile ssh)
+IMAGE_NAME    := kubeedge-$(IMAGE_PROFILE)$(if $(filter yes,$(IMAGE_SSH)),-ssh)
 IMAGE_OUT     := image/mkosi.output
 IMAGE_DEBS    := systemd-container qemu-system-x86 ovmf fdisk bmap-tools debian-archive-keyring
 MKOSI         := PYTHONPATH=$(CURDIR)/image/.tools/mkosi/usr/lib/python3/dist-packages python3 -m mkosi
@@ -79,12 +80,12 @@ image: venv image-deps
 	@# A stale setuptools build/ dir would leak old files into the wheel.
 	rm -rf build image/.wheels
 	$(PY) -m pip wheel -q --disable-pip-version-check --wheel-dir image/.wheels .
-	cd image && $(MKOSI) $(IMAGE_FLAGS) -f build
+	cd image && $(MKOSI) $(IMAGE_FLAGS) --output $(IMAGE_NAME) -f build
 	@# Same output directory: the tools tree mkosi built there is reused, not built again.
 	cd image && $(MKOSI) $(IMAGE_FLAGS) --format directory --bootable no \
-	  --output kubeedge-$(IMAGE_PROFILE)-tree -f build
-	bmaptool -q create -o $(IMAGE_OUT)/kubeedge-$(IMAGE_PROFILE).bmap $(IMAGE_OUT)/kubeedge-$(IMAGE_PROFILE).raw
-	@ls -lhs $(IMAGE_OUT)/kubeedge-$(IMAGE_PROFILE).raw; echo "tree: $(IMAGE_OUT)/kubeedge-$(IMAGE_PROFILE)-tree"
+	  --output $(IMAGE_NAME)-tree -f build
+	bmaptool -q create -o $(IMAGE_OUT)/$(IMAGE_NAME).bmap $(IMAGE_OUT)/$(IMAGE_NAME).raw
+	@ls -lhs $(IMAGE_OUT)/$(IMAGE_NAME).raw; echo "tree: $(IMAGE_OUT)/$(IMAGE_NAME)-tree"
 
 # The project and every dependency as wheels in dist/wheels: what the Ansible roles install on hosts
 # that have no package index (ansible/: kubeedge_wheel_dir).

@@ -46,25 +46,30 @@ V1_CONTROLLERS = ("blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "me
 POD_CGROUP_ROOT = "kubeedge"
 
 
-def disk_of(profile: str) -> Path:
-    return OUTPUT / f"kubeedge-{profile}.raw"
+def image_name(profile: str, ssh: bool = False) -> str:
+    """The Makefile's IMAGE_NAME."""
+    return f"kubeedge-{profile}" + ("-ssh" if ssh else "")
 
 
-def tree_of(profile: str) -> Path:
-    return OUTPUT / f"kubeedge-{profile}-tree"
+def disk_of(profile: str, ssh: bool = False) -> Path:
+    return OUTPUT / f"{image_name(profile, ssh)}.raw"
 
 
-def build_image(profile: str = PROFILE) -> Path:
+def tree_of(profile: str, ssh: bool = False) -> Path:
+    return OUTPUT / f"{image_name(profile, ssh)}-tree"
+
+
+def build_image(profile: str = PROFILE, ssh: bool = False) -> Path:
     """`make image`: the disk and the tree; caches under image/ make a rebuild incremental."""
     done = subprocess.run(
-        ["make", "-C", str(ROOT), "image", f"IMAGE_PROFILE={profile}"],
+        ["make", "-C", str(ROOT), "image", f"IMAGE_PROFILE={profile}", f"IMAGE_SSH={'yes' if ssh else 'no'}"],
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT_S,
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, f"make image failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
-    return disk_of(profile)
+    return disk_of(profile, ssh)
 
 
 @dataclass(frozen=True)
