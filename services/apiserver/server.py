@@ -19,6 +19,7 @@ from aiohttp import web
 
 from kubeedge.pki import certs
 from kubeedge.runtime import Supervisor
+from kubeedge.runtime.hostaddrs import host_addresses
 from kubeedge.store import AlreadyExists, NotFound, Store
 
 from .allocator import ServiceAllocator
@@ -60,6 +61,10 @@ class Pki:
             socket.gethostname(),
         }
         sans_ip = {"127.0.0.1", "::1"}
+        if self.config.host in ("0.0.0.0", "::", ""):
+            # Listening everywhere: clients may dial any of the host's addresses (checked at each start;
+            # the certificate is reissued when they change).
+            sans_ip.update(host_addresses())
         for s in (self.config.host, *self.config.cert_sans):
             try:
                 ipaddress.ip_address(s)

@@ -96,11 +96,14 @@ def test_no_settings_means_the_defaults(tmp_path: Path) -> None:
 def test_settings_set_advertise_addresses_and_any_cloudcore_key(tmp_path: Path) -> None:
     p = paths_in(tmp_path)
     src = tmp_path / "cloud.yaml"
-    text = "advertiseAddress: 10.1.2.3\nset:\n  modules.cloudHub.nodeLimit: 42\n  logLevel: debug\n"
+    text = (
+        "advertiseAddress: 10.1.2.3\nset:\n  modules.cloudHub.nodeLimit: 42\n  logLevel: debug\n"
+        "  embedded.listen: '0.0.0.0:6443'\n"
+    )
     config = cc_config.CloudCoreConfig.from_document(cloudcore_document(p, src, text))
     assert config.modules.cloud_hub.advertise_address == ("10.1.2.3",)
     assert config.modules.cloud_hub.node_limit == 42
-    assert config.log_level == "debug"
+    assert config.log_level == "debug" and config.embedded.listen == "0.0.0.0:6443"
     listed = "set: ['modules.cloudHub.nodeLimit=7']\nadvertiseAddress: [a.example, 10.0.0.1]\n"
     config = cc_config.CloudCoreConfig.from_document(cloudcore_document(p, src, listed))
     assert config.modules.cloud_hub.node_limit == 7
@@ -178,3 +181,21 @@ def test_a_credential_wins_over_the_boot_partition(tmp_path: Path, monkeypatch: 
     written = yaml.safe_load(p.cloudcore_config.read_text())
     assert written["modules"]["cloudHub"]["advertiseAddress"] == ["cred.example"]
     assert written["dataDir"] == str(p.data_dir)
+
+
+def test_api_server_listening_everywhere_names_the_hosts_addresses(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from kubeedge.apiserver.config import ApiServerConfig
+    from kubeedge.apiserver.server import Pki
+
+    def sans(listen: str, where: Path) -> set[str]:
+        _, serving = Pki(ApiServerConfig(data_dir=where, listen=listen)).ensure()
+        ext = x509.load_pem_x509_certificate(serving.cert_pem).extensions
+        names = ext.get_extension_for_class(x509.SubjectAlternativeName).value
+        return {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+
+    everywhere = sans("0.0.0.0:6443", tmp_path / "a")
+    assert set(host_addresses()) <= everywhere and "127.0.0.1" in everywhere
+    loopback = sans("127.0.0.1:6443", tmp_path / "b")
+    assert not set(host_addresses()) & loopback
