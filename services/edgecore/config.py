@@ -2,7 +2,9 @@
 frozen dataclass with defaults and validation.
 
 Only the keys this edgecore acts on are accepted; anything else is an error naming the key, so a typo
-never silently falls back to a default."""
+never silently falls back to a default. Unlike cloudcore's and the mesh agent's tables (loaded by
+kubeedge.runtime.configtable) the document is read key by key: KubeEdge spells several settings in more
+than one place across its versions (the CRI endpoint in five), and the flat sections here take any."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import yaml
+from kubeedge.runtime.configtable import ConfigError, apply_overrides, read_document
 
-from kubeedge.runtime.overrides import apply_overrides as _apply_overrides
+__all__ = ["ConfigError", "apply_overrides"]  # with the sections below: the config's API
 
 API_VERSION: Final = "edgecore.config.kubeedge.io/v1alpha2"
 KIND: Final = "EdgeCore"
@@ -25,10 +27,6 @@ DEFAULT_PROJECT_ID: Final = "e632aba927ea4ac2b575ec1603d56f10"
 DEFAULT_ROTATION_CHECK: Final = 3600.0
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the text names the offending key."""
 
 
 @dataclass(frozen=True)
@@ -408,21 +406,5 @@ def from_dict(doc: Any) -> EdgeCoreConfig:
     )
 
 
-def apply_overrides(doc: Any, overrides: list[str]) -> dict[str, Any]:
-    """``--set`` overrides applied to a copy of the raw document (see kubeedge.runtime.overrides)."""
-    try:
-        return _apply_overrides(doc if isinstance(doc, dict) else {}, overrides)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
 def load(path: str | Path, overrides: list[str] | None = None) -> EdgeCoreConfig:
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    return from_dict(apply_overrides(doc or {}, overrides or []))
+    return from_dict(apply_overrides(read_document(Path(path)), overrides or []))

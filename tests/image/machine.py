@@ -239,6 +239,9 @@ class Machine:
     state: Path
     name: str = field(default_factory=lambda: f"kubeedge-{uuid.uuid4().hex[:8]}")
     extra_args: list[str] = field(default_factory=list)
+    # nspawn's --volatile: "overlay" (a writable layer over the image, thrown away at poweroff) or
+    # "state" (the image's root read-only, /var a fresh tmpfs: only the bound state persists).
+    volatile: str = "overlay"
     proc: subprocess.Popen[bytes] | None = None
     console: Path | None = None
     leader: int = 0
@@ -271,7 +274,7 @@ class Machine:
             cg.mkdir(exist_ok=True)
         argv = [
             "systemd-nspawn", "--boot", "-D", str(self.root), "--machine", self.name,
-            "--volatile=overlay", "--register=no", "--keep-unit", "--console=read-only",
+            f"--volatile={self.volatile}", "--register=no", "--keep-unit", "--console=read-only",
             "--link-journal=no", f"--network-namespace-path={self.link.netns_path}",
             # nspawn 252 grants CAP_NET_ADMIN only with its own private network, not a given netns;
             # networkd (ConditionCapability) and edged's pod networking need it.

@@ -28,6 +28,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest
 
 NODE = "image-edge-1"
 QEMU_NODE = "image-edge-qemu"
+RO_NODE = "image-edge-ro"
+RO_APP = "web-ro"
+RO_WIRE_INDEX = 5
 NS = "default"
 APP = "web"
 # First boot: systemd up, containerd, the join (key + CSR), edgecore's imports; generous for a shared
@@ -250,6 +253,42 @@ async def test_bad_join_settings_are_reported_without_crash_looping(
             journal = mach.journal("kubeedge-join")
             assert "not valid YAML" in journal and "expired" in journal, journal[-3000:]
             assert mach.is_active("edgecore") != "active"
+        finally:
+            mach.kill()
+
+
+async def test_a_read_only_root_joins_and_runs_pods(rootfs: Path, cloud: Cloud, workdir: Path) -> None:
+    """The layout keeps all state in /etc/kubeedge, /var/lib/kubeedge and /var/lib/containerd: with the
+    root read-only and /var a fresh tmpfs (nspawn --volatile=state) the device still joins and runs pods."""
+    with m.veth_link(RO_WIRE_INDEX) as lk:
+        mach = m.Machine(rootfs, lk, workdir / "edge-ro", volatile="state")
+        (mach.esp / "kubeedge").mkdir(parents=True)
+        (mach.esp / "kubeedge" / "join.yaml").write_text(cloud.join_yaml(RO_NODE))
+        try:
+            mach.boot()
+            async with cloud.admin() as kc:
+                try:
+                    await wait_for(
+                        lambda: cloud.node_ready(kc, RO_NODE),
+                        deadline_s=JOIN_DEADLINE_S,
+                        interval=1.0,
+                        what=f"node {RO_NODE} Ready",
+                    )
+                except AssertionError as e:
+                    raise AssertionError(f"{e}\n{mach.journal('kubeedge-join')[-3000:]}") from None
+                await kc.create(DEPLOYMENTS, deployment(RO_APP, RO_NODE), NS)
+
+                async def running() -> list[dict[str, object]]:
+                    return await cloud.running_pods(kc, NS, f"app={RO_APP}")
+
+                try:
+                    await wait_for(running, deadline_s=POD_DEADLINE_S, interval=1.0, what="the pod Running")
+                except AssertionError as e:
+                    raise AssertionError(f"{e}\nedgecore:\n{mach.journal('edgecore')[-3000:]}") from None
+            denied = mach.sh(
+                "sh", "-c", "touch /usr/lib/kubeedge-write-probe 2>&1 || echo denied", check=False
+            )
+            assert "denied" in denied and "Read-only file system" in denied, denied
         finally:
             mach.kill()
 
