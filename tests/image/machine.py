@@ -259,9 +259,6 @@ class Machine:
             args.append(f"--bind={src}:{target}")
         self.esp.mkdir(parents=True, exist_ok=True)
         args.append(f"--bind={self.esp}:/efi")
-        # The writable /sys makes networkd wait for udev, which cannot work here; the uplink is set up
-        # from outside (veth_link), so network-online needs no waiting on networkd either.
-        args.append("--bind-ro=/dev/null:/etc/systemd/system/systemd-networkd-wait-online.service")
         return args
 
     def _cgroups(self) -> list[Path]:
@@ -280,6 +277,11 @@ class Machine:
             # networkd (ConditionCapability) and edged's pod networking need it.
             "--capability=CAP_NET_ADMIN",
             *self._binds(), *self.extra_args,
+            # PID 1's arguments, which systemd reads as its kernel command line in a container. The
+            # writable /sys makes networkd wait for udev, which cannot work here; the uplink is set up
+            # from outside (veth_link), so network-online needs no waiting on networkd either. (A mask
+            # by bind mount would need a mount point, which a read-only root cannot get.)
+            "systemd.mask=systemd-networkd-wait-online.service",
         ]  # fmt: skip
         # Each container gets its own cgroup in both hierarchies first, else parallel ones share one.
         enter = " ".join(f'echo $$ > "{cg}/cgroup.procs";' for cg in self._cgroups())
