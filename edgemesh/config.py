@@ -279,21 +279,8 @@ def parse_host_port(value: str, default_port: int, where: str) -> tuple[str, int
 
 def parse_server(value: str, where: str = "server") -> tuple[str, int]:
     """ "ip", "ip:port", "[v6]:port" or a bare IPv6 → (ip, port); port defaults to 53."""
-    v = value.strip()
-    host, port = v, 53
-    if v.startswith("["):
-        host, _, rest = v[1:].partition("]")
-        if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
-                raise ConfigError(f"{where}: bad address {value!r}")
-            port = int(rest[1:])
-    elif v.count(":") == 1:
-        host, _, p = v.partition(":")
-        if not p.isdigit():
-            raise ConfigError(f"{where}: bad port in {value!r}")
-        port = int(p)
+    host, port = parse_host_port(value, 53, where)
     _ip(host, where)
-    _port(port, where)
     return host, port
 
 

@@ -14,18 +14,15 @@ from typing import Any
 import pytest
 
 from kubeedge.edgecore.edged.cri import CriUnavailable
+from kubeedge.edgecore.edged.probehandlers import ProbeResult, http_probe, resolve_port, tcp_probe
 from kubeedge.edgecore.edged.probes import (
     LIVENESS,
     READINESS,
     STARTUP,
     ProbeManager,
-    ProbeResult,
     ProbeSpec,
     ProbeState,
     default_runner,
-    http_probe,
-    resolve_port,
-    tcp_probe,
 )
 from kubeedge.pki.certs import create_ca, issue, load_cert_chain
 

@@ -302,6 +302,24 @@ def container_env(pod: Obj, container: Obj, ctx: PodContext) -> list[tuple[str, 
     return out
 
 
+def _key_ref(
+    ref: Obj, objects: Mapping[str, Obj], data_of: Callable[[Obj], Mapping[str, str]], kind: str, ns: str
+) -> str | None:
+    """A configMapKeyRef or secretKeyRef, with the kubelet's messages; None: optional and absent."""
+    name, key = str(ref.get("name", "")), str(ref.get("key", ""))
+    obj = objects.get(name)
+    if obj is None:
+        if _optional(ref):
+            return None
+        raise ContainerConfigError(f'{kind.lower()} "{name}" not found in namespace {ns}')
+    data = data_of(obj)
+    if key not in data:
+        if _optional(ref):
+            return None
+        raise ContainerConfigError(f"couldn't find key {key} in {kind} {ns}/{name}")
+    return data[key]
+
+
 def _value_from(pod: Obj, container: Obj, source: Obj, ctx: PodContext, ns: str) -> str | None:
     """One valueFrom; None means "optional and absent: define nothing"."""
     if source.get("fieldRef") is not None:
@@ -316,31 +334,11 @@ def _value_from(pod: Obj, container: Obj, source: Obj, ctx: PodContext, ns: str)
             target = found
         return resource_value(target, ref, ctx.node_allocatable or None)
     if source.get("configMapKeyRef") is not None:
-        ref = source["configMapKeyRef"]
-        name, key = str(ref.get("name", "")), str(ref.get("key", ""))
-        cm = ctx.configmaps.get(name)
-        if cm is None:
-            if _optional(ref):
-                return None
-            raise ContainerConfigError(f'configmap "{name}" not found in namespace {ns}')
-        data = configmap_data(cm)
-        if key not in data:
-            if _optional(ref):
-                return None
-            raise ContainerConfigError(f"couldn't find key {key} in ConfigMap {ns}/{name}")
-        return data[key]
+        return _key_ref(source["configMapKeyRef"], ctx.configmaps, configmap_data, "ConfigMap", ns)
     if source.get("secretKeyRef") is not None:
-        ref = source["secretKeyRef"]
-        name, key = str(ref.get("name", "")), str(ref.get("key", ""))
-        secret = ctx.secrets.get(name)
-        if secret is None:
-            if _optional(ref):
-                return None
-            raise ContainerConfigError(f'secret "{name}" not found in namespace {ns}')
-        sdata = secret_data(secret)
-        if key not in sdata:
-            if _optional(ref):
-                return None
-            raise ContainerConfigError(f"couldn't find key {key} in Secret {ns}/{name}")
-        return sdata[key].decode(errors="replace")
+
+        def decoded(secret: Obj) -> dict[str, str]:
+            return {k: v.decode(errors="replace") for k, v in secret_data(secret).items()}
+
+        return _key_ref(source["secretKeyRef"], ctx.secrets, decoded, "Secret", ns)
     raise ContainerConfigError(f"unsupported valueFrom {json.dumps(sorted(source))}")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from .cri import CriClient, CriError
-from .probes import http_probe
+from .probehandlers import http_probe
 
 log = logging.getLogger(__name__)
 
