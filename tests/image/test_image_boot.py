@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -47,38 +45,21 @@ QEMU_CLOUD_IP = "10.0.2.100"
 
 
 @pytest.fixture(scope="module")
-def workdir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="kubeedge-image-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def disk(edge_disk: Path) -> Path:
-    return edge_disk
-
-
-@pytest.fixture(scope="module")
-def rootfs(edge_root: Path) -> Path:
-    return edge_root
-
-
-@pytest.fixture(scope="module")
 def link() -> Iterator[m.Link]:
     with m.veth_link(1) as lk:
         yield lk
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cloud(workdir: Path, link: m.Link) -> AsyncIterator[Cloud]:
-    async with cloud_on(workdir / "cloud", link.host_ip, extra_sans=[QEMU_CLOUD_IP]) as c:
+async def cloud(image_tmp: Path, link: m.Link) -> AsyncIterator[Cloud]:
+    async with cloud_on(image_tmp / "cloud", link.host_ip, extra_sans=[QEMU_CLOUD_IP]) as c:
         yield c
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def node(rootfs: Path, link: m.Link, cloud: Cloud, workdir: Path) -> AsyncIterator[m.Machine]:
+async def node(edge_root: Path, link: m.Link, cloud: Cloud, image_tmp: Path) -> AsyncIterator[m.Machine]:
     """The edge device: join.yaml on its ESP, booted once; tests below act on it in order."""
-    mach = m.Machine(rootfs, link, workdir / "edge-1")
+    mach = m.Machine(edge_root, link, image_tmp / "edge-1")
     (mach.esp / "kubeedge").mkdir(parents=True)
     (mach.esp / "kubeedge" / "join.yaml").write_text(cloud.join_yaml(NODE))
     try:
@@ -89,12 +70,12 @@ async def node(rootfs: Path, link: m.Link, cloud: Cloud, workdir: Path) -> Async
 
 
 @pytest.mark.asyncio(loop_scope="module")
-async def test_image_built(disk: Path) -> None:
-    parts = m.partitions(disk)
+async def test_image_built(edge_disk: Path) -> None:
+    parts = m.partitions(edge_disk)
     types = [p.type for p in parts]
     assert m.ESP in types and m.ROOT_X86_64 in types, parts
-    esp = m.partition(disk, m.ESP)
-    listing = m.mtools(disk, esp.start, "mdir", "-b", "::/EFI/BOOT")
+    esp = m.partition(edge_disk, m.ESP)
+    listing = m.mtools(edge_disk, esp.start, "mdir", "-b", "::/EFI/BOOT")
     assert "BOOTX64.EFI" in listing.upper(), listing
     tree = m.TREE
     assert (tree / "opt/kubeedge/venv/bin/edgecore").exists()
@@ -225,10 +206,10 @@ async def test_power_cycle_with_the_cloud_unreachable_brings_pods_back(
 
 
 async def test_bad_join_settings_are_reported_without_crash_looping(
-    rootfs: Path, cloud: Cloud, workdir: Path
+    edge_root: Path, cloud: Cloud, image_tmp: Path
 ) -> None:
     with m.veth_link(2) as lk:
-        mach = m.Machine(rootfs, lk, workdir / "edge-bad")
+        mach = m.Machine(edge_root, lk, image_tmp / "edge-bad")
         join = mach.esp / "kubeedge" / "join.yaml"
         try:
             mach.boot()
@@ -257,11 +238,11 @@ async def test_bad_join_settings_are_reported_without_crash_looping(
             mach.kill()
 
 
-async def test_a_read_only_root_joins_and_runs_pods(rootfs: Path, cloud: Cloud, workdir: Path) -> None:
+async def test_a_read_only_root_joins_and_runs_pods(edge_root: Path, cloud: Cloud, image_tmp: Path) -> None:
     """The layout keeps all state in /etc/kubeedge, /var/lib/kubeedge and /var/lib/containerd: with the
     root read-only and /var a fresh tmpfs (nspawn --volatile=state) the device still joins and runs pods."""
     with m.veth_link(RO_WIRE_INDEX) as lk:
-        mach = m.Machine(rootfs, lk, workdir / "edge-ro", volatile="state")
+        mach = m.Machine(edge_root, lk, image_tmp / "edge-ro", volatile="state")
         (mach.esp / "kubeedge").mkdir(parents=True)
         (mach.esp / "kubeedge" / "join.yaml").write_text(cloud.join_yaml(RO_NODE))
         try:
@@ -293,18 +274,20 @@ async def test_a_read_only_root_joins_and_runs_pods(rootfs: Path, cloud: Cloud, 
             mach.kill()
 
 
-async def test_the_disk_boots_in_qemu_to_a_running_edgecore(disk: Path, cloud: Cloud, workdir: Path) -> None:
+async def test_the_disk_boots_in_qemu_to_a_running_edgecore(
+    edge_disk: Path, cloud: Cloud, image_tmp: Path
+) -> None:
     """TCG (this machine's /dev/kvm fails), -snapshot, user networking with restrict=on: the guest
     reaches nothing but the cloudhub ports forwarded to the host's cloudcore."""
-    copy = workdir / "qemu.raw"
-    await asyncio.to_thread(m.run, ["cp", "--sparse=always", str(disk), str(copy)], timeout=300)
+    copy = image_tmp / "qemu.raw"
+    await asyncio.to_thread(m.run, ["cp", "--sparse=always", str(edge_disk), str(copy)], timeout=300)
     esp = m.partition(copy, m.ESP)
-    join = workdir / "qemu-join.yaml"
+    join = image_tmp / "qemu-join.yaml"
     text = cloud.join_yaml(QEMU_NODE).replace(cloud.hub_ip, QEMU_CLOUD_IP)
     join.write_text(text)
-    m.mtools(copy, esp.start, "mmd", "::/kubeedge", files=workdir)
-    m.mtools(copy, esp.start, "mcopy", f"/mnt/{join.name}", "::/kubeedge/join.yaml", files=workdir)
-    serial = workdir / "qemu-serial.log"
+    m.mtools(copy, esp.start, "mmd", "::/kubeedge", files=image_tmp)
+    m.mtools(copy, esp.start, "mcopy", f"/mnt/{join.name}", "::/kubeedge/join.yaml", files=image_tmp)
+    serial = image_tmp / "qemu-serial.log"
     fwd = ",".join(
         f"guestfwd=tcp:{QEMU_CLOUD_IP}:{port}-cmd:busybox nc {cloud.hub_ip} {port}"
         for port in (cloud.ports["ws"], cloud.ports["https"])
