@@ -706,15 +706,18 @@ def test_too_old_resource_version_is_410_and_relist_recovers(small_v1: client.Co
     v1.create_namespace({"metadata": {"name": ns}})
     old_rv = v1.create_namespaced_config_map(ns, {"metadata": {"name": "first"}}).metadata.resource_version
     v1.create_namespaced_config_map(ns, {"metadata": {"name": "second"}})
-    token = v1.list_namespaced_config_map(ns, limit=1).metadata.var_continue
-    assert token
+    page = v1.list_namespaced_config_map(ns, limit=1)
+    token, token_rv = page.metadata.var_continue, page.metadata.resource_version
+    assert token and int(token_rv) > int(old_rv)
     for i in range(20):
         v1.create_namespaced_config_map(ns, {"metadata": {"name": f"fill-{i}"}})
 
+    # Wait on the newer of the two revisions: the compactor runs on its own clock and can have
+    # passed old_rv while the token's snapshot is still kept.
     def expired() -> bool:
         try:
             for ev in watch.Watch().stream(
-                v1.list_namespaced_config_map, ns, resource_version=old_rv, timeout_seconds=1
+                v1.list_namespaced_config_map, ns, resource_version=token_rv, timeout_seconds=1
             ):
                 if ev["type"] == "ERROR":  # pragma: no cover - the client raises instead
                     return ev["raw_object"]["code"] == 410
