@@ -37,6 +37,7 @@ from kubeedge.edgecore import config as ec_config
 from kubeedge.pki import tokens
 from kubeedge.pki.bootstrap import is_dns1123_subdomain
 from kubeedge.pki.client import BootstrapError, PinError
+from kubeedge.runtime.overrides import Override
 
 CLOUD_DATA_DIR: Final = Path("/var/lib/kubeedge/cloud")
 EDGE_DATA_DIR: Final = Path("/var/lib/kubeedge/edge")
@@ -323,7 +324,7 @@ def stop_daemon(d: Daemon) -> list[str]:
 
 
 def cloudcore_config(
-    data_dir: Path, advertise: Sequence[str], kube_config: str, overrides: Sequence[str]
+    data_dir: Path, advertise: Sequence[str], kube_config: str, overrides: Sequence[Override]
 ) -> cc_config.CloudCoreConfig:
     doc = cc_config.CloudCoreConfig(data_dir=data_dir).to_document()
     doc["modules"]["cloudHub"]["advertiseAddress"] = list(advertise)

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import yaml
 
+from kubeedge.runtime.overrides import Override
 from kubeedge.systemd import Notifier, setup_logging
 
 from . import cli
@@ -70,25 +71,20 @@ def read_settings(paths: CloudPaths) -> tuple[Path | None, str]:
     return first_found(paths.candidates()) or (None, "")
 
 
-def _overrides(raw: Any, source: Path) -> list[str]:
-    """``set`` as `--set` arguments: a mapping of dotted keys, or a list of "key=value" strings."""
+def _overrides(raw: Any, source: Path) -> list[Override]:
+    """``set`` as overrides: a mapping of dotted keys to values, or a list of "key=value" strings."""
     if raw is None:
         return []
     if isinstance(raw, dict):
-        out = []
-        for key, value in raw.items():
-            if not isinstance(key, str) or not key:
-                raise SettingsError(f"{source}: 'set' keys must be dotted setting names")
-            # YAML scalars back to text the override parser reads as YAML again (true, 10, "x").
-            text = yaml.safe_dump(value, default_flow_style=True).strip()
-            out.append(f"{key}={text.removesuffix('...').strip()}")
-        return out
+        if not all(isinstance(key, str) and key for key in raw):
+            raise SettingsError(f"{source}: 'set' keys must be dotted setting names")
+        return list(raw.items())
     if isinstance(raw, list) and all(isinstance(item, str) and "=" in item for item in raw):
         return list(raw)
     raise SettingsError(f"{source}: 'set' must map setting names to values (or list 'key=value' strings)")
 
 
-def parse(text: str, source: Path) -> tuple[list[str], list[str]]:
+def parse(text: str, source: Path) -> tuple[list[str], list[Override]]:
     """(advertise addresses, overrides) of a cloud settings document."""
     doc = load_mapping(text, source, KEYS, "'advertiseAddress' and/or 'set'")
     raw = doc.get("advertiseAddress") or []

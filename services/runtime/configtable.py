@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import yaml
 
+from .overrides import Override
 from .overrides import apply_overrides as _apply_overrides
 
 T = TypeVar("T")
@@ -111,7 +112,7 @@ def document(value: Any) -> Any:
     return value
 
 
-def apply_overrides(doc: Any, overrides: Sequence[str]) -> dict[str, Any]:
+def apply_overrides(doc: Any, overrides: Iterable[Override]) -> dict[str, Any]:
     """``--set a.b.c=value`` overrides applied to a copy of the raw document."""
     try:
         return _apply_overrides(doc if isinstance(doc, dict) else {}, overrides)

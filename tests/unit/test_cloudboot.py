@@ -121,6 +121,8 @@ def test_settings_set_advertise_addresses_and_any_cloudcore_key(tmp_path: Path) 
         ("advertiseAddress: 'not an address!'\n", "neither an IP address nor a DNS name"),
         ("set: {modules.cloudHub.nodeLimit: many}\n", "nodeLimit"),
         ("set: {modules.nosuch.key: 1}\n", "nosuch"),
+        ("set: {'modules..nodeLimit': 1}\n", "expected key.path=value"),
+        ("set: {logLevel.x: 1}\n", "logLevel is not a mapping"),
     ],
 )
 def test_wrong_settings_say_what_is_wrong(tmp_path: Path, text: str, expected: str) -> None:
