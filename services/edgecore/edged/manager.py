@@ -403,8 +403,8 @@ class Edged:
             # Pod cgroups a teardown found still busy: only those, as other edgecores on this host
             # (tests, EdgeSite) may share the cgroup parent.
             for uid in list(self._busy_cgroups):
-                if uid not in self._pods and not rt.remove_cgroup(
-                    rt.pod_cgroup(self.config.cgroup_parent, uid)
+                if uid not in self._pods and not await asyncio.to_thread(
+                    rt.remove_cgroup, rt.pod_cgroup(self.config.cgroup_parent, uid)
                 ):
                     self._busy_cgroups.discard(uid)
 

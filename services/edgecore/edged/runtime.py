@@ -221,7 +221,8 @@ async def remove_cgroup_soon(
     loop = asyncio.get_running_loop()
     end = loop.time() + within
     while True:
-        left = remove_cgroup(path, root)
+        # A walk of cgroupfs for every hierarchy: kept off the event loop.
+        left = await asyncio.to_thread(remove_cgroup, path, root)
         if not left or loop.time() >= end:
             return left
         await asyncio.sleep(CGROUP_REMOVE_RETRY_S)
