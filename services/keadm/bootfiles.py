@@ -106,6 +106,14 @@ class Reporter:
             self._last = problem
 
 
+def announce_done(notifier: Notifier, logger: logging.Logger, done: str, then: str, **fields: str) -> None:
+    """The end of a first-boot job: journal (with structured fields), READY=1 with the same words as
+    STATUS, and stdout for a person who ran it by hand."""
+    logger.info("%s; %s", done, then, extra=fields)
+    notifier.ready(done)
+    print(done, flush=True)
+
+
 def add_location_args(p: Any, file: Path, credential: str, config_help: str) -> None:
     """--boot-dir, --credentials-dir and --config-dir, the same for every first-boot command."""
     p.add_argument("--boot-dir", action="append", default=[], type=Path, help=f"where {file} may be")

@@ -37,6 +37,7 @@ from .bootfiles import (
     Reporter,
     SettingsError,
     add_location_args,
+    announce_done,
     credential_dirs,
     first_found,
     load_mapping,
@@ -154,7 +155,5 @@ def cmd_firstboot_cloud(a: argparse.Namespace, notifier: Notifier | None = None)
     except KeyboardInterrupt:
         sd.stopping("interrupted before the cloud was initialised")
         return 130
-    log.info("%s; cloudcore starts next", done)
-    sd.ready(done)
-    print(done, flush=True)
+    announce_done(sd, log, done, "cloudcore starts next")
     return 0

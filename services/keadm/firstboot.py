@@ -48,6 +48,7 @@ from .bootfiles import (
     Reporter,
     SettingsError,
     add_location_args,
+    announce_done,
     credential_dirs,
     first_found,
     load_mapping,
@@ -394,7 +395,5 @@ def cmd_firstboot(a: argparse.Namespace, notifier: Notifier | None = None) -> in
         return 130
     if settings is not None:
         done = f"joined the cloud at {settings.cloud_host}:{settings.hub_port} as node {settings.node_name}"
-        log.info("%s; edgecore starts next", done, extra={"node": settings.node_name})
-        sd.ready(done)
-        print(done, flush=True)
+        announce_done(sd, log, done, "edgecore starts next", node=settings.node_name)
     return 0
