@@ -16,6 +16,14 @@ T = TypeVar("T")
 LEASE_NS = "kube-node-lease"
 
 
+def condition_true(obj: dict[str, Any] | None, kind: str = "Ready") -> bool:
+    """Whether a node's or pod's ``kind`` condition is True (a missing object or status is not)."""
+    return any(
+        c.get("type") == kind and c.get("status") == "True"
+        for c in ((obj or {}).get("status") or {}).get("conditions") or ()
+    )
+
+
 def now_micro() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

@@ -24,7 +24,7 @@ from kubeedge.edgecore.edged.podspec import LABEL_POD_NAMESPACE, LABEL_POD_UID
 from kubeedge.kube import KubeClient, KubeConfig
 from kubeedge.pki import tokens
 from tests.apiserver_proc import KUBECTL, free_port
-from tests.cluster import wait_for
+from tests.cluster import condition_true, wait_for
 from tests.containerd_proc import remove_all_pods, remove_cgroup
 from tests.e2e.backbone import HOST, STARTUP_S, Edge, Proc, edge_config_doc, http_ok, write_config
 
@@ -211,16 +211,9 @@ async def edged_cluster(base: Path, subnet: str, bridge: str) -> AsyncIterator[E
 # ---- what the API says -----------------------------------------------------------------------------
 
 
-def condition(pod: dict[str, Any], kind: str) -> bool:
-    return any(
-        c.get("type") == kind and c.get("status") == "True"
-        for c in (pod.get("status") or {}).get("conditions") or []
-    )
-
-
 def running_ready(pod: dict[str, Any]) -> bool:
     st = pod.get("status") or {}
-    return st.get("phase") == "Running" and condition(pod, "Ready") and bool(st.get("podIP"))
+    return st.get("phase") == "Running" and condition_true(pod) and bool(st.get("podIP"))
 
 
 def container_ids(pod: dict[str, Any]) -> dict[str, str]:

@@ -17,7 +17,7 @@ import yaml
 from kubeedge.kube import NODES, PODS, KubeClient, KubeConfig, NotFound
 from kubeedge.pki import certs, tokens
 from tests.apiserver_proc import free_port
-from tests.cluster import wait_for
+from tests.cluster import condition_true, wait_for
 from tests.e2e.backbone import STARTUP_S, Proc, http_ok
 
 LOOPBACK = "127.0.0.1"
@@ -103,13 +103,9 @@ class Cloud:
 
     async def node_ready(self, kc: KubeClient, name: str) -> bool:
         try:
-            node = await kc.get(NODES, name)
+            return condition_true(await kc.get(NODES, name))
         except NotFound:
             return False
-        return any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in (node.get("status") or {}).get("conditions") or []
-        )
 
     async def running_pods(self, kc: KubeClient, namespace: str, selector: str) -> list[dict[str, Any]]:
         pods, _ = await kc.list(PODS, namespace, label_selector=selector)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.apiserver_proc import KUBECTL
-from tests.cluster import wait_for
+from tests.cluster import condition_true, wait_for
 from tests.image import machine as m
 from tests.image.cloud import deployment
 
@@ -103,9 +103,7 @@ async def test_a_cloud_image_and_an_edge_image_make_a_cluster(
             kubectl = Kubectl(cloud_link, cloud.state / "var-lib-kubeedge/cloud/apiserver/admin.kubeconfig")
 
             async def ready() -> bool:
-                node = await kubectl.json("get", "node", NODE)
-                conditions = ((node or {}).get("status") or {}).get("conditions") or []
-                return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+                return condition_true(await kubectl.json("get", "node", NODE))
 
             try:
                 await wait_for(ready, deadline_s=JOIN_DEADLINE_S, interval=2.0, what=f"{NODE} Ready")

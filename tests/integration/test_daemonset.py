@@ -21,7 +21,7 @@ from kubeedge.kube import (
     ListWatch,
     NotFound,
 )
-from tests.cluster import now_micro, register_node, wait_for
+from tests.cluster import condition_true, now_micro, register_node, wait_for
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -273,14 +273,7 @@ async def test_rolling_update_replaces_pods_within_budget(kc: KubeClient, ns: st
         worst = 0
 
         def unavailable() -> int:
-            ready_nodes = {
-                p["spec"]["nodeName"]
-                for p in kubelet.live.values()
-                if any(
-                    c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in (p.get("status") or {}).get("conditions") or ()
-                )
-            }
+            ready_nodes = {p["spec"]["nodeName"] for p in kubelet.live.values() if condition_true(p)}
             return len(nodes - ready_nodes)
 
         async def rolled() -> bool:

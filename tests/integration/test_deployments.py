@@ -23,7 +23,7 @@ from kubeedge.controllers.manager import CONTROLLERS
 from kubeedge.kube import DEPLOYMENTS, NAMESPACES, PODS, REPLICASETS, KubeClient, ListWatch, load_kubeconfig
 from kubeedge.kube.errors import NotFound
 from tests.apiserver_proc import ROOT, ApiServerProc
-from tests.cluster import now_micro, register_node, wait_for
+from tests.cluster import condition_true, now_micro, register_node, wait_for
 
 Obj = dict[str, Any]
 
@@ -44,11 +44,7 @@ def _controllers(*extra: str) -> str:
 # ---- the fake kubelet ---------------------------------------------------------------------------
 
 
-def is_ready(pod: Obj) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (pod.get("status") or {}).get("conditions") or ()
-    )
+is_ready = condition_true
 
 
 def terminating(pod: Obj) -> bool:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from kubeedge.kube import DEPLOYMENTS, NAMESPACES, NODES, PODS, KubeClient, KubeConfig, ListWatch
 from kubeedge.kube.errors import ApiError
 from tests.apiserver_proc import ApiServerProc
-from tests.cluster import register_node, renewing, wait_for
+from tests.cluster import condition_true, register_node, renewing, wait_for
 
 GRACE = {"node.kubeedge.io/grace-period-seconds": "2"}
 RESYNC_SECONDS = 0.5
@@ -30,7 +30,7 @@ async def fake_kubelets(kc: KubeClient, ns: str, online: set[str]) -> AsyncItera
             with contextlib.suppress(ApiError):
                 if md.get("deletionTimestamp"):
                     await kc.delete(PODS, md["name"], ns, grace_period_seconds=0)
-                elif not _ready(pod):
+                elif not condition_true(pod):
                     await kc.patch(PODS, md["name"], _running(node), namespace=ns, subresource="status")
 
     async def run() -> None:
@@ -50,13 +50,6 @@ async def fake_kubelets(kc: KubeClient, ns: str, online: set[str]) -> AsyncItera
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-def _ready(pod: dict) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (pod.get("status") or {}).get("conditions") or ()
-    )
 
 
 def _running(node: str) -> dict:
@@ -131,7 +124,9 @@ async def test_edge_pods_survive_a_lost_link_and_cloud_pods_are_evicted(apiserve
                 async def all_ready() -> bool:
                     for app, n in (("edge-app", 4), ("cloud-app", 2)):
                         ps = await pods_of(kc, ns, app)
-                        if len(ps) != n or not all(_ready(p) and p["spec"].get("nodeName") for p in ps):
+                        if len(ps) != n or not all(
+                            condition_true(p) and p["spec"].get("nodeName") for p in ps
+                        ):
                             return False
                     return True
 
@@ -157,7 +152,7 @@ async def test_edge_pods_survive_a_lost_link_and_cloud_pods_are_evicted(apiserve
                     dep = await kc.get(DEPLOYMENTS, "edge-app", ns)
                     return (
                         bool(on_a)
-                        and not any(_ready(p) for p in on_a)
+                        and not any(condition_true(p) for p in on_a)
                         and dep["status"].get("readyReplicas") == 4 - len(on_a)
                     )
 
@@ -180,7 +175,7 @@ async def test_edge_pods_survive_a_lost_link_and_cloud_pods_are_evicted(apiserve
                     return (
                         ready == "True"
                         and not any("unreachable" in t for t in taints)
-                        and all(_ready(p) for p in ps)
+                        and all(condition_true(p) for p in ps)
                     )
 
                 await wait_for(edge_a_back, deadline_s=20, what="edge-a back with its pods ready")
@@ -207,7 +202,7 @@ async def test_edge_pods_survive_a_lost_link_and_cloud_pods_are_evicted(apiserve
                     return (
                         evicted
                         and len(running) == 2
-                        and all(p["spec"].get("nodeName") == "cloud-b" and _ready(p) for p in running)
+                        and all(p["spec"].get("nodeName") == "cloud-b" and condition_true(p) for p in running)
                     )
 
                 if victims:
