@@ -1,15 +1,12 @@
-"""Helpers shared by the backbone end-to-end modules: daemons as OS processes (cloudcore, edgecore),
-their configs, and reads of an edge's store through its MetaServer."""
+"""Helpers shared by the backbone end-to-end modules: edges as OS processes and their configs (the
+cloud's harness is tests.cloudcore_proc, re-exported here), and reads of an edge's store through its
+MetaServer."""
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import ssl
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,60 +14,12 @@ from typing import Any
 import yaml
 
 from kubeedge.kube import LEASES, NAMESPACES, KubeClient, KubeConfig, NotFound, watch
-from tests.apiserver_proc import ROOT
+from tests.cloudcore_proc import HOST, STARTUP_S, CloudCore, Proc, http_ok
 from tests.cluster import wait_for
 
-HOST = "127.0.0.1"
-STARTUP_S = 30.0
+__all__ = ["HOST", "STARTUP_S", "CloudCore", "Proc", "http_ok"]  # with what follows: the e2e harness
+
 DEADLINE_S = 30.0
-STOP_S = 15.0
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-@dataclass
-class Proc:
-    """One daemon: its command line, log file and process handle."""
-
-    argv: list[str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(STOP_S)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(STOP_S)
-
-    def stop(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 @dataclass
@@ -131,6 +80,13 @@ def edge_config_doc(
             "metaManager": {"metaServer": {"enable": True, "server": f"{HOST}:{meta_port}"}},
         },
     }
+
+
+def edge_doc(cloud: CloudCore, name: str, data_dir: Path, meta_port: int) -> dict[str, Any]:
+    """edge_config_doc for an edge of ``cloud``."""
+    return edge_config_doc(
+        name, data_dir, meta_port, ws=cloud.ws_server, https=cloud.https_server, token=cloud.token
+    )
 
 
 def write_config(path: Path, doc: dict[str, Any]) -> Path:

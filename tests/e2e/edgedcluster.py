@@ -21,44 +21,22 @@ from kubeedge.edgecore.edged.containerd import Containerd, ContainerdConfig
 from kubeedge.edgecore.edged.cri import CriClient, api
 from kubeedge.edgecore.edged.ociimage import BuiltImage, build_image
 from kubeedge.edgecore.edged.podspec import LABEL_POD_NAMESPACE, LABEL_POD_UID
-from kubeedge.kube import KubeClient, KubeConfig
-from kubeedge.pki import tokens
+from kubeedge.kube import KubeClient
 from tests.apiserver_proc import KUBECTL, free_port
 from tests.cluster import condition_true, wait_for
 from tests.containerd_proc import remove_all_pods, remove_cgroup
-from tests.e2e.backbone import HOST, STARTUP_S, Edge, Proc, edge_config_doc, http_ok, write_config
+from tests.e2e import backbone
+from tests.e2e.backbone import CloudCore, Edge, Proc, write_config
 
 NODE = "edge-pods"
 KUBECTL_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 2.0
 
 
-def cloud_config(base: Path, ports: dict[str, int]) -> Path:
-    doc = {
-        "apiVersion": "cloudcore.config.kubeedge.io/v1alpha2",
-        "kind": "CloudCore",
-        "dataDir": str(base / "cloud"),
-        "embedded": {"listen": f"{HOST}:{ports['api']}", "controllers": "all"},
-        "metrics": {"address": f"{HOST}:{ports['metrics']}"},
-        "modules": {
-            "cloudHub": {
-                "advertiseAddress": [HOST],
-                "websocket": {"address": HOST, "port": ports["ws"]},
-                "https": {"address": HOST, "port": ports["https"]},
-            },
-            "edgeController": {"resendBase": 1.0},
-        },
-    }
-    path = base / "cloudcore.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
 @dataclass
 class EdgedCluster:
     base: Path
-    ports: dict[str, int]
-    cloud: Proc
+    cloud: CloudCore
     edge: Edge
     containerd: Containerd
     image: BuiltImage
@@ -67,15 +45,11 @@ class EdgedCluster:
 
     @property
     def kubeconfig(self) -> Path:
-        return self.base / "cloud" / "apiserver" / "admin.kubeconfig"
-
-    @property
-    def token(self) -> str:
-        return (self.base / "cloud" / tokens.TOKEN_FILE).read_text().strip()
+        return self.cloud.kubeconfig
 
     @contextlib.asynccontextmanager
     async def admin(self) -> AsyncIterator[KubeClient]:
-        async with KubeClient(KubeConfig.from_file(str(self.kubeconfig))) as kc:
+        async with self.cloud.admin() as kc:
             yield kc
 
     @contextlib.asynccontextmanager
@@ -83,25 +57,10 @@ class EdgedCluster:
         async with KubeClient(self.edge.meta) as kc:
             yield kc
 
-    async def wait_cloud_healthy(self) -> None:
-        url = f"http://{HOST}:{self.ports['metrics']}/healthz"
-
-        async def healthy() -> bool:
-            assert self.cloud.alive(), f"cloudcore exited:\n{self.cloud.tail()}"
-            return await asyncio.to_thread(http_ok, url)
-
-        await wait_for(healthy, deadline_s=STARTUP_S, what="cloudcore /healthz")
-
-    async def ensure_cloud(self) -> None:
-        """Each test may run alone: start cloudcore if an earlier test left it stopped."""
-        if not self.cloud.alive():
-            self.cloud.start()
-        await self.wait_cloud_healthy()
-
     async def ensure_up(self) -> None:
         if not self.containerd.running:
             await self.containerd.start()
-        await self.ensure_cloud()
+        await self.cloud.ensure_running()
         await self.edge.ensure_running()
 
     async def kubectl(self, *args: str, stdin: str | None = None) -> str:
@@ -138,14 +97,7 @@ class EdgedCluster:
 
 
 def edge_doc(c: EdgedCluster, data_dir: Path) -> dict[str, Any]:
-    doc = edge_config_doc(
-        NODE,
-        data_dir,
-        c.edge.meta_port,
-        ws=f"{HOST}:{c.ports['ws']}",
-        https=f"https://{HOST}:{c.ports['https']}",
-        token=c.token,
-    )
+    doc = backbone.edge_doc(c.cloud, NODE, data_dir, c.edge.meta_port)
     doc["modules"]["edged"].update(
         {
             "enable": True,
@@ -161,7 +113,6 @@ def edge_doc(c: EdgedCluster, data_dir: Path) -> dict[str, Any]:
 async def edged_cluster(base: Path, subnet: str, bridge: str) -> AsyncIterator[EdgedCluster]:
     """Start containerd (busybox image imported), cloudcore and edgecore; on exit stop them all and
     remove every pod, the pods' cgroups and the bridge."""
-    ports = {k: free_port() for k in ("api", "ws", "https", "metrics")}
     image = build_image(base / "busybox.tar")
     ctrd = Containerd(
         ContainerdConfig(
@@ -172,20 +123,16 @@ async def edged_cluster(base: Path, subnet: str, bridge: str) -> AsyncIterator[E
             network_name=f"kubeedge-{bridge}",
         )
     )
-    cloud = Proc(
-        [sys.executable, "-m", "kubeedge.cloudcore", "--config", str(cloud_config(base, ports))],
-        base / "cloudcore.log",
-    )
+    cloud = CloudCore.create(base)
     data = base / NODE
     data.mkdir()
     edge = Edge(NODE, data, free_port(), Proc([], base / "edgecore.log"))
     cri = CriClient(ctrd.cfg.endpoint)
-    c = EdgedCluster(base, ports, cloud, edge, ctrd, image, cri, f"/kubeedge-e2e-{uuid.uuid4().hex[:8]}")
+    c = EdgedCluster(base, cloud, edge, ctrd, image, cri, f"/kubeedge-e2e-{uuid.uuid4().hex[:8]}")
     try:
         await ctrd.start()
         await ctrd.import_image(image.path)
-        cloud.start()
-        await c.wait_cloud_healthy()
+        await cloud.ensure_running()
         cfg = write_config(data / "edgecore.yaml", edge_doc(c, data))
         edge.daemon.argv = [sys.executable, "-m", "kubeedge.edgecore", "--config", str(cfg)]
         edge.daemon.start()
@@ -193,7 +140,7 @@ async def edged_cluster(base: Path, subnet: str, bridge: str) -> AsyncIterator[E
         yield c
     finally:
         edge.daemon.stop()
-        cloud.stop()
+        cloud.daemon.stop()
         try:
             if not ctrd.running:
                 await ctrd.start()

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import yaml
 
 from kubeedge.beehive import Message, encode
 from kubeedge.beehive.codec import decode
@@ -44,20 +43,19 @@ from kubeedge.kube import (
     KubeConfig,
 )
 from kubeedge.kube.errors import Forbidden
-from kubeedge.pki import tokens
 from tests.apiserver_proc import KUBECTL, ROOT, free_port
 from tests.cluster import wait_for
 from tests.e2e.backbone import (
     DEADLINE_S,
     HOST,
     STARTUP_S,
+    CloudCore,
     Edge,
     Proc,
     bound_pod,
     collect,
-    edge_config_doc,
+    edge_doc,
     edge_names,
-    http_ok,
     lease_renew_time,
     mtls,
     new_namespace,
@@ -75,86 +73,23 @@ OVERSIZED_FRAME_BYTES = 9 * 1024 * 1024  # above cloudhub's default 8 MiB frame 
 
 @dataclass
 class Cluster:
-    base: Path
-    ports: dict[str, int]
-    cloud: Proc
+    cloud: CloudCore
     edges: dict[str, Edge] = field(default_factory=dict)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.base / "cloud"
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.data_dir / "apiserver" / "admin.kubeconfig"
-
-    @property
-    def token(self) -> str:
-        return (self.data_dir / tokens.TOKEN_FILE).read_text().strip()
-
-    async def wait_cloud_healthy(self) -> None:
-        url = f"http://{HOST}:{self.ports['metrics']}/healthz"
-
-        async def healthy() -> bool:
-            assert self.cloud.alive(), f"cloudcore exited:\n{self.cloud.tail()}"
-            return await asyncio.to_thread(http_ok, url)
-
-        await wait_for(healthy, deadline_s=STARTUP_S, what="cloudcore /healthz")
-
-    def edge_config(self, name: str, data_dir: Path, meta_port: int) -> Path:
-        doc = edge_config_doc(
-            name,
-            data_dir,
-            meta_port,
-            ws=f"{HOST}:{self.ports['ws']}",
-            https=f"https://{HOST}:{self.ports['https']}",
-            token=self.token,
-        )
-        return write_config(data_dir / "edgecore.yaml", doc)
-
-
-def _cloud_config(base: Path, ports: dict[str, int]) -> Path:
-    doc = {
-        "apiVersion": "cloudcore.config.kubeedge.io/v1alpha2",
-        "kind": "CloudCore",
-        "dataDir": str(base / "cloud"),
-        "embedded": {"listen": f"{HOST}:{ports['api']}", "controllers": "all"},
-        "metrics": {"address": f"{HOST}:{ports['metrics']}"},
-        "modules": {
-            "cloudHub": {
-                "advertiseAddress": [HOST],
-                "websocket": {"address": HOST, "port": ports["ws"]},
-                "https": {"address": HOST, "port": ports["https"]},
-            },
-            "edgeController": {"resendBase": 1.0},
-        },
-    }
-    path = base / "cloudcore.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     base = tmp_path_factory.mktemp("backbone")
-    ports = {k: free_port() for k in ("api", "ws", "https", "metrics")}
-    cfg = _cloud_config(base, ports)
-    cloud = Proc([sys.executable, "-m", "kubeedge.cloudcore", "--config", str(cfg)], base / "cloudcore.log")
-    c = Cluster(base, ports, cloud)
+    c = Cluster(CloudCore.create(base))
     try:
-        cloud.start()
-        asyncio.run(c.wait_cloud_healthy())
+        c.cloud.daemon.start()
+        asyncio.run(c.cloud.wait_healthy())
         for name in (NODE_A, NODE_B):
             data = base / name
             data.mkdir()
             port = free_port()
-            argv = [
-                sys.executable,
-                "-m",
-                "kubeedge.edgecore",
-                "--config",
-                str(c.edge_config(name, data, port)),
-            ]
+            cfg = write_config(data / "edgecore.yaml", edge_doc(c.cloud, name, data, port))
+            argv = [sys.executable, "-m", "kubeedge.edgecore", "--config", str(cfg)]
             e = Edge(name, data, port, Proc(argv, base / f"{name}.log"))
             c.edges[name] = e
             e.daemon.start()
@@ -164,18 +99,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         for e in c.edges.values():
             e.daemon.stop()
-        cloud.stop()
+        c.cloud.daemon.stop()
 
 
 @contextlib.asynccontextmanager
 async def admin(c: Cluster) -> AsyncIterator[KubeClient]:
-    async with KubeClient(KubeConfig.from_file(str(c.kubeconfig))) as kc:
+    async with c.cloud.admin() as kc:
         yield kc
 
 
 async def kubectl_ready_nodes(c: Cluster) -> set[str]:
     proc = await asyncio.create_subprocess_exec(
-        KUBECTL, "--kubeconfig", str(c.kubeconfig), "get", "nodes", "-o", "json",
+        KUBECTL, "--kubeconfig", str(c.cloud.kubeconfig), "get", "nodes", "-o", "json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()
@@ -397,7 +332,7 @@ async def test_bad_input_is_refused_and_others_keep_working(cluster: Cluster, tm
     # A's own edgecore would replace the test's session with its reconnect: take it down first.
     await a.ensure_running()
     assert await asyncio.to_thread(a.daemon.terminate) == 0, a.daemon.tail()
-    url = f"wss://{HOST}:{cluster.ports['ws']}/project/{NODE_A}/events"
+    url = f"wss://{HOST}:{cluster.cloud.ports['ws']}/project/{NODE_A}/events"
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(url, ssl=mtls(a), headers={NODE_ID_HEADER: NODE_A}) as ws:
             await ws.send_str("this is not a message")
@@ -439,11 +374,11 @@ async def test_bad_input_is_refused_and_others_keep_working(cluster: Cluster, tm
         await wait_for(at_b, deadline_s=DEADLINE_S, what="a new pod at B after A's garbage")
 
     # A token pinning another CA: keadm join refuses before asking for a certificate.
-    token = cluster.token
+    token = cluster.cloud.token
     other = ("0" if token[0] != "0" else "1") * 64 + token[64:]
     argv = [
         sys.executable, "-m", "kubeedge.keadm", "join", "--detach",
-        "--cloudcore-ipport", f"{HOST}:{cluster.ports['ws']}", "--certport", str(cluster.ports["https"]),
+        "--cloudcore-ipport", f"{HOST}:{cluster.cloud.ports['ws']}", "--certport", str(cluster.cloud.ports["https"]),
         "--edgenode-name", "edge-wrong-ca", "--token", other, "--data-dir", str(tmp_path / "wrong-ca"),
         "--set", f"modules.metaManager.metaServer.server={HOST}:{free_port()}",
     ]  # fmt: skip
@@ -462,7 +397,7 @@ async def test_node_certificate_cannot_read_another_nodes_objects(cluster: Clust
     a = cluster.edges[NODE_A]
     crt, key = a.cert
     as_a = KubeConfig(
-        server=f"https://{HOST}:{cluster.ports['api']}",
+        server=f"https://{HOST}:{cluster.cloud.ports['api']}",
         ca_file=str(a.ca),
         client_cert_file=str(crt),
         client_key_file=str(key),

@@ -504,7 +504,7 @@ async def test_offline_restart_runs_every_pod_and_the_cloud_return_replaces_noth
         }
 
     # Cloud gone; then a power cut at the edge: edgecore and every pod container and sandbox killed.
-    cluster.cloud.terminate()
+    cluster.cloud.daemon.terminate()
     cluster.edge.daemon.kill9()
     assert await cluster.kill_all_pods() > 0
     assert not await cluster.running_containers()
@@ -560,8 +560,7 @@ async def test_offline_restart_runs_every_pod_and_the_cloud_return_replaces_noth
     assert cluster.edge.daemon.alive(), cluster.edge.daemon.tail()
 
     # The cloud returns: statuses converge on what runs, nothing is recreated or restarted.
-    cluster.cloud.start()
-    await cluster.wait_cloud_healthy()
+    await cluster.cloud.ensure_running()
     async with cluster.admin() as kc:
 
         async def converged() -> bool:

@@ -29,11 +29,11 @@ from kubeedge.edgecore.edged.containerd import Containerd, ContainerdConfig
 from kubeedge.edgecore.edged.cri import CriClient
 from kubeedge.edgecore.edged.ociimage import build_image
 from kubeedge.kube import PODS, KubeClient, KubeConfig
-from kubeedge.pki import certs, tokens
+from kubeedge.pki import certs
 from tests.apiserver_proc import KUBECTL, free_port
 from tests.cluster import wait_for
 from tests.containerd_proc import check_prerequisites, remove_all_pods, remove_cgroup
-from tests.e2e.backbone import HOST, Edge, Proc, edge_config_doc, http_ok, write_config
+from tests.e2e.backbone import HOST, CloudCore, Edge, Proc, edge_doc, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -57,14 +57,13 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d) 
 @dataclass
 class Env:
     base: Path
-    ports: dict[str, int]
-    cloud: Proc
+    cloud: CloudCore
     edge: Edge
     ns: str = "default"
 
     @property
     def kubeconfig(self) -> Path:
-        return self.base / "cloud" / "apiserver" / "admin.kubeconfig"
+        return self.cloud.kubeconfig
 
     async def kubectl(
         self, *args: str, stdin: str | None = None, kubeconfig: Path | None = None
@@ -81,29 +80,6 @@ class Env:
         rc, out, err = await self.kubectl(*args, stdin=stdin)
         assert rc == 0, f"kubectl {' '.join(args)} failed ({rc}): {err}\n{self.edge.daemon.tail()}"
         return out
-
-
-def _cloud_doc(base: Path, ports: dict[str, int]) -> dict[str, Any]:
-    return {
-        "apiVersion": "cloudcore.config.kubeedge.io/v1alpha2",
-        "kind": "CloudCore",
-        "dataDir": str(base / "cloud"),
-        "embedded": {"listen": f"{HOST}:{ports['api']}", "controllers": "all"},
-        "metrics": {"address": f"{HOST}:{ports['metrics']}"},
-        "modules": {
-            "cloudHub": {
-                "advertiseAddress": [HOST],
-                "websocket": {"address": HOST, "port": ports["ws"]},
-                "https": {"address": HOST, "port": ports["https"]},
-            },
-            "cloudStream": {
-                "enable": True,
-                "tunnelAddress": HOST,
-                "tunnelPort": ports["tunnel"],
-                "streamPort": ports["stream"],
-            },
-        },
-    }
 
 
 def _pod(name: str, script: str, node: str = NODE, **spec: Any) -> dict[str, Any]:
@@ -134,7 +110,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     global IMAGE
     check_prerequisites()
     base = tmp_path_factory.mktemp("streams")
-    ports = {k: free_port() for k in ("api", "ws", "https", "metrics", "tunnel", "stream")}
+    stream_ports = {k: free_port() for k in ("tunnel", "stream")}
     image = build_image(base / "busybox.tar")
     IMAGE = image.name
     ctrd = Containerd(
@@ -143,38 +119,31 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             network_name=f"kubeedge-{BRIDGE}",
         )
     )  # fmt: skip
-    cloud_cfg = base / "cloudcore.yaml"
-    cloud_cfg.write_text(yaml.safe_dump(_cloud_doc(base, ports)))
-    cloud = Proc([sys.executable, "-m", "kubeedge.cloudcore", "--config", str(cloud_cfg)], base / "cloud.log")
+    stream = {
+        "enable": True,
+        "tunnelAddress": HOST,
+        "tunnelPort": stream_ports["tunnel"],
+        "streamPort": stream_ports["stream"],
+    }
+    cloud = CloudCore.create(base, ports=stream_ports, extra={"modules": {"cloudStream": stream}})
     data = base / NODE
     data.mkdir()
     edge = Edge(NODE, data, free_port(), Proc([], base / "edgecore.log"))
     cri = CriClient(ctrd.cfg.endpoint)
     cgroup = f"/kubeedge-streams-{uuid.uuid4().hex[:8]}"
-    e = Env(base, ports, cloud, edge)
+    e = Env(base, cloud, edge)
     try:
         await ctrd.start()
         await ctrd.import_image(image.path)
-        cloud.start()
-        metrics = f"http://{HOST}:{ports['metrics']}/healthz"
-
-        async def healthy() -> bool:
-            assert cloud.alive(), cloud.tail()
-            return await asyncio.to_thread(http_ok, metrics)
-
-        await wait_for(healthy, deadline_s=STARTUP_S, what="cloudcore healthy")
-        token = (base / "cloud" / tokens.TOKEN_FILE).read_text().strip()
-        doc = edge_config_doc(
-            NODE, data, edge.meta_port, ws=f"{HOST}:{ports['ws']}", https=f"https://{HOST}:{ports['https']}",
-            token=token,
-        )  # fmt: skip
+        await cloud.ensure_running()
+        doc = edge_doc(cloud, NODE, data, edge.meta_port)
         doc["modules"]["edged"].update(
             enable=True,
             runtimeEndpoint=ctrd.endpoint,
             rootDirectory=str(data / "edged"),
             tailoredKubeletConfig={"podLogsDir": str(data / "pods"), "cgroupRoot": cgroup},
         )
-        doc["modules"]["edgeStream"] = {"enable": True, "server": f"{HOST}:{ports['tunnel']}"}
+        doc["modules"]["edgeStream"] = {"enable": True, "server": f"{HOST}:{stream_ports['tunnel']}"}
         cfg = write_config(data / "edgecore.yaml", doc)
         edge.daemon.argv = [sys.executable, "-m", "kubeedge.edgecore", "--config", str(cfg)]
         edge.daemon.start()
@@ -192,7 +161,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         yield e
     finally:
         edge.daemon.stop()
-        cloud.stop()
+        cloud.daemon.stop()
         try:
             await remove_all_pods(cri)
         finally:
@@ -360,7 +329,7 @@ async def test_attach_sends_stdin_and_sees_the_answer(env: Env) -> None:
 async def test_node_certificate_cannot_exec_elsewhere(env: Env) -> None:
     ca = (env.edge.data_dir / "ca" / "rootCA.crt").read_bytes()
     crt, key = env.edge.cert
-    api = f"https://{HOST}:{env.ports['api']}"
+    api = f"https://{HOST}:{env.cloud.ports['api']}"
     node_kc = env.base / "node.kubeconfig"
     node_kc.write_text(
         certs.kubeconfig(api, ca, f"system:node:{NODE}", certs.KeyPair(crt.read_bytes(), key.read_bytes()))
@@ -378,7 +347,7 @@ async def test_node_without_tunnel_gets_a_clear_error(env: Env) -> None:
 
 async def test_stream_metrics(env: Env) -> None:
     def scrape() -> str:
-        with urllib.request.urlopen(f"http://{HOST}:{env.ports['metrics']}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://{HOST}:{env.cloud.ports['metrics']}/metrics", timeout=5) as r:
             return str(r.read().decode())
 
     text = await asyncio.to_thread(scrape)

@@ -41,6 +41,7 @@ from dnslib import QTYPE, RCODE, DNSRecord
 
 from kubeedge.kube import ENDPOINTSLICES, SERVICES, KubeClient, KubeConfig, NotFound
 from kubeedge.pki import certs, tokens
+from tests.cloudcore_proc import cloudcore_doc
 from tests.cluster import wait_for
 from tests.e2e.backbone import edge_config_doc
 from tests.integration.test_mesh_tunnel import CLONE_NEWNET, Topology, connect_in, sh, socket_in
@@ -309,22 +310,14 @@ def build_topology(topo: Topology) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def cloud_config(base: Path) -> Path:
-    doc = {
-        "apiVersion": "cloudcore.config.kubeedge.io/v1alpha2",
-        "kind": "CloudCore",
-        "dataDir": str(base / "cloud"),
-        "embedded": {"listen": f"127.0.0.1:{PORTS['api']}", "controllers": "all"},
-        "metrics": {"address": f"127.0.0.1:{PORTS['metrics']}"},
-        "modules": {
-            "cloudHub": {
-                "advertiseAddress": [CLOUD_IP],
-                "websocket": {"address": "0.0.0.0", "port": PORTS["ws"]},
-                "https": {"address": "0.0.0.0", "port": PORTS["https"]},
-            },
-            "edgeController": {"resendBase": 1.0},
-            "edgeMeshRelay": {"enable": True, "port": PORTS["relay"]},
-        },
-    }
+    # cloudhub on every address of the cloud's namespace, metrics and the API on its loopback.
+    doc = cloudcore_doc(
+        base / "cloud",
+        PORTS,
+        hub_ip="0.0.0.0",
+        advertise=[CLOUD_IP],
+        extra={"modules": {"edgeMeshRelay": {"enable": True, "port": PORTS["relay"]}}},
+    )
     path = base / "cloudcore.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path

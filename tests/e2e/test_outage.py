@@ -39,19 +39,18 @@ from kubeedge.cloudcore.cloudhub import NODE_ID_HEADER
 from kubeedge.edgecore.metamanager import CLOUD_RV_ANNOTATION
 from kubeedge.kube import CONFIGMAPS, NODES, PODS, SECRETS, KubeClient, KubeConfig, Res, watch
 from kubeedge.kube.errors import NotFound
-from kubeedge.pki import client, tokens
+from kubeedge.pki import client
 from tests.apiserver_proc import ApiServerProc, free_port
 from tests.cluster import wait_for
 from tests.e2e.backbone import (
     DEADLINE_S,
     HOST,
-    STARTUP_S,
+    CloudCore,
     Edge,
     Proc,
     bound_pod,
-    edge_config_doc,
+    edge_doc,
     edge_names,
-    http_ok,
     lease_renew_time,
     new_namespace,
     ready,
@@ -73,70 +72,6 @@ RELAY_READ = 64 * 1024
 CERT_LIFE_S = 30.0  # long enough for join + restart on a loaded 2-core machine
 
 
-def _cloud_doc(data_dir: Path, ports: dict[str, int], **extra: Any) -> dict[str, Any]:
-    hub: dict[str, Any] = {
-        "advertiseAddress": [HOST],
-        "websocket": {"address": HOST, "port": ports["ws"]},
-        "https": {"address": HOST, "port": ports["https"]},
-        **extra,
-    }
-    return {
-        "apiVersion": "cloudcore.config.kubeedge.io/v1alpha2",
-        "kind": "CloudCore",
-        "dataDir": str(data_dir),
-        "metrics": {"address": f"{HOST}:{ports['metrics']}"},
-        "modules": {"cloudHub": hub, "edgeController": {"resendBase": 1.0}},
-    }
-
-
-@dataclass
-class Cloud:
-    """cloudcore as a process, restartable, and the kubeconfig of the API it serves from."""
-
-    data_dir: Path
-    ports: dict[str, int]
-    daemon: Proc
-    kubeconfig: Path
-
-    @property
-    def token(self) -> str:
-        return (self.data_dir / tokens.TOKEN_FILE).read_text().strip()
-
-    async def wait_healthy(self) -> None:
-        url = f"http://{HOST}:{self.ports['metrics']}/healthz"
-
-        async def healthy() -> bool:
-            assert self.daemon.alive(), f"cloudcore exited:\n{self.daemon.tail()}"
-            return await asyncio.to_thread(http_ok, url)
-
-        await wait_for(healthy, deadline_s=STARTUP_S, what="cloudcore /healthz")
-
-    def edge_doc(self, name: str, data_dir: Path, meta_port: int) -> dict[str, Any]:
-        return edge_config_doc(
-            name,
-            data_dir,
-            meta_port,
-            ws=f"{HOST}:{self.ports['ws']}",
-            https=f"https://{HOST}:{self.ports['https']}",
-            token=self.token,
-        )
-
-
-def _new_cloud(base: Path, doc_extra: dict[str, Any], kubeconfig: Path | None) -> Cloud:
-    ports = {k: free_port() for k in ("ws", "https", "metrics")}
-    data = base / "cloud"
-    doc = _cloud_doc(data, ports, **doc_extra)
-    if kubeconfig is None:
-        ports["api"] = free_port()
-        doc["embedded"] = {"listen": f"{HOST}:{ports['api']}", "controllers": "all"}
-        kubeconfig = data / "apiserver" / "admin.kubeconfig"
-    else:
-        doc["kubeAPIConfig"] = {"kubeConfig": str(kubeconfig)}
-    cfg = write_config(base / "cloudcore.yaml", doc)
-    argv = [sys.executable, "-m", "kubeedge.cloudcore", "--config", str(cfg)]
-    return Cloud(data, ports, Proc(argv, base / "cloudcore.log"), kubeconfig)
-
-
 def _new_edge(base: Path, name: str, doc: dict[str, Any], *extra: str) -> Edge:
     data = Path(doc["dataDir"])
     cfg = write_config(data / "edgecore.yaml", doc)
@@ -147,7 +82,7 @@ def _new_edge(base: Path, name: str, doc: dict[str, Any], *extra: str) -> Edge:
 
 @dataclass
 class Outage:
-    cloud: Cloud
+    cloud: CloudCore
     a: Edge
     base_argv: list[str]
 
@@ -165,14 +100,14 @@ class Outage:
 @pytest.fixture(scope="module")
 def outage(apiserver: ApiServerProc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
     base = tmp_path_factory.mktemp("outage")
-    cloud = _new_cloud(base, {}, apiserver.kubeconfig)
+    cloud = CloudCore.create(base, kube_config=apiserver.kubeconfig)
     edge: Edge | None = None
     try:
         cloud.daemon.start()
         asyncio.run(cloud.wait_healthy())
         data = base / NODE_A
         data.mkdir()
-        edge = _new_edge(base, NODE_A, cloud.edge_doc(NODE_A, data, free_port()))
+        edge = _new_edge(base, NODE_A, edge_doc(cloud, NODE_A, data, free_port()))
         yield Outage(cloud, edge, list(edge.daemon.argv))
     finally:
         if edge is not None:
@@ -580,14 +515,16 @@ def _read_cert(path: Path) -> x509.Certificate | None:
 
 
 async def test_certificate_rotates_before_expiry_and_survives_restart(tmp_path: Path) -> None:
-    cloud = _new_cloud(tmp_path, {"edgeCertSigningDuration": CERT_LIFE_S / 86400}, None)
+    cloud = CloudCore.create(
+        tmp_path, extra={"modules": {"cloudHub": {"edgeCertSigningDuration": CERT_LIFE_S / 86400}}}
+    )
     data = tmp_path / NODE_ROT
     data.mkdir()
     edge: Edge | None = None
     try:
         cloud.daemon.start()
         await cloud.wait_healthy()
-        doc = cloud.edge_doc(NODE_ROT, data, free_port())
+        doc = edge_doc(cloud, NODE_ROT, data, free_port())
         # Join with the token, rotation off: the join certificate is the one that must be renewed.
         doc["modules"]["edgeHub"]["rotateCertificates"] = False
         edge = _new_edge(tmp_path, NODE_ROT, doc)

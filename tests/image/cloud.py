@@ -6,44 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import sys
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kubeedge.kube import NODES, PODS, KubeClient, KubeConfig, NotFound
+from kubeedge.kube import NODES, PODS, KubeClient, NotFound
 from kubeedge.pki import certs, tokens
-from tests.apiserver_proc import free_port
-from tests.cluster import condition_true, wait_for
-from tests.e2e.backbone import STARTUP_S, Proc, http_ok
+from tests.cloudcore_proc import CloudCore
+from tests.cluster import condition_true
 
-LOOPBACK = "127.0.0.1"
 BUSYBOX = "kubeedge.local/busybox:latest"
 
 
-@dataclass
-class Cloud:
-    base: Path
-    hub_ip: str
-    ports: dict[str, int]
-    proc: Proc
-    # Further addresses edges may dial the hub by (a qemu guest's forwarded one): in its certificate.
-    extra_sans: tuple[str, ...] = ()
-
-    @property
-    def data_dir(self) -> Path:
-        return self.base / "cloud"
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.data_dir / "apiserver" / "admin.kubeconfig"
-
-    @property
-    def token(self) -> str:
-        return (self.data_dir / tokens.TOKEN_FILE).read_text().strip()
+class Cloud(CloudCore):
+    """The image tests' cloud: tokens and join settings for a booted device, and what it reports."""
 
     def expired_token(self) -> str:
         """A token signed by this cloud's CA that expired an hour ago (what a stale join.yaml holds)."""
@@ -58,48 +36,13 @@ class Cloud:
 
     def join_yaml(self, node: str, token: str | None = None) -> str:
         doc: dict[str, Any] = {
-            "cloud": f"{self.hub_ip}:{self.ports['ws']}",
+            "cloud": self.ws_server,
             "certPort": self.ports["https"],
             "token": self.token if token is None else token,
             "nodeName": node,
             "labels": {"site": "image-test"},
         }
         return yaml.safe_dump(doc, sort_keys=False)
-
-    def config(self) -> Path:
-        doc = {
-            "apiVersion": "cloudcore.config.kubeedge.io/v1alpha2",
-            "kind": "CloudCore",
-            "dataDir": str(self.data_dir),
-            "embedded": {"listen": f"{LOOPBACK}:{self.ports['api']}", "controllers": "all"},
-            "metrics": {"address": f"{LOOPBACK}:{self.ports['metrics']}"},
-            "modules": {
-                "cloudHub": {
-                    "advertiseAddress": [self.hub_ip, *self.extra_sans],
-                    "websocket": {"address": self.hub_ip, "port": self.ports["ws"]},
-                    "https": {"address": self.hub_ip, "port": self.ports["https"]},
-                },
-            },
-        }
-        path = self.base / "cloudcore.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        return path
-
-    async def start(self) -> None:
-        if not self.proc.alive():
-            self.proc.start()
-        url = f"http://{LOOPBACK}:{self.ports['metrics']}/healthz"
-
-        async def healthy() -> bool:
-            assert self.proc.alive(), f"cloudcore exited:\n{self.proc.tail()}"
-            return await asyncio.to_thread(http_ok, url)
-
-        await wait_for(healthy, deadline_s=STARTUP_S, what="cloudcore /healthz")
-
-    @contextlib.asynccontextmanager
-    async def admin(self) -> AsyncIterator[KubeClient]:
-        async with KubeClient(KubeConfig.from_file(str(self.kubeconfig))) as kc:
-            yield kc
 
     async def node_ready(self, kc: KubeClient, name: str) -> bool:
         try:
@@ -114,16 +57,15 @@ class Cloud:
 
 @contextlib.asynccontextmanager
 async def cloud_on(base: Path, hub_ip: str, *, extra_sans: Sequence[str] = ()) -> AsyncIterator[Cloud]:
+    """A running cloud whose hub serves on ``hub_ip``; ``extra_sans``: further addresses edges may dial
+    it by (a qemu guest's forwarded one), named in its certificate."""
     await asyncio.to_thread(base.mkdir, parents=True, exist_ok=True)
-    ports = {k: free_port() for k in ("api", "ws", "https", "metrics")}
-    proc = Proc([], base / "cloudcore.log")
-    cloud = Cloud(base, hub_ip, ports, proc, tuple(extra_sans))
-    proc.argv = [sys.executable, "-m", "kubeedge.cloudcore", "--config", str(cloud.config())]
+    cloud = Cloud.create(base, hub_ip=hub_ip, advertise=[hub_ip, *extra_sans])
     try:
-        await cloud.start()
+        await cloud.ensure_running()
         yield cloud
     finally:
-        proc.stop()
+        cloud.daemon.stop()
 
 
 def deployment(name: str, node: str) -> dict[str, Any]:

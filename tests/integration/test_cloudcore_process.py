@@ -5,12 +5,8 @@ joined through the real bootstrap server with the token cloudcore wrote."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,100 +25,33 @@ from kubeedge.pki.client import CertificateRefused, PinError, fetch_ca, request_
 from kubeedge.runtime import Supervisor
 from kubeedge.store import NotFound, Store
 from tests.apiserver_proc import ROOT, free_port
+from tests.cloudcore_proc import CloudCore
 from tests.cluster import wait_for
 
 NODE = "edge-proc-1"
 NS = "default"
-STARTUP_S = 30.0
 STOP_S = 10.0
 REPLY_S = 10.0
 
 
-@dataclass
-class CloudCoreProc:
-    data_dir: Path
-    proc: subprocess.Popen[bytes]
-    api_port: int
-    ws_port: int
-    https_port: int
-    metrics_port: int
-
-    def http(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.data_dir / "apiserver" / "admin.kubeconfig"
-
-    @property
-    def token(self) -> str:
-        return (self.data_dir / tokens.TOKEN_FILE).read_text().strip()
-
-    def log(self) -> str:
-        return (self.data_dir.parent / "cloudcore.log").read_text(errors="replace")[-4000:]
-
-
-def _wait_healthy(cc: CloudCoreProc) -> None:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if cc.proc.poll() is not None:
-            raise AssertionError(f"cloudcore exited with {cc.proc.returncode}:\n{cc.log()}")
-        with contextlib.suppress(OSError):
-            if cc.http("/healthz")[0] == 200:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"cloudcore not healthy within {STARTUP_S}s:\n{cc.log()}")
-
-
 @pytest.fixture(scope="module")
-def cloudcore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudCoreProc]:
+def cloudcore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudCore]:
     base = tmp_path_factory.mktemp("cloudcore")
-    ports = {k: free_port() for k in ("api", "ws", "https", "metrics")}
-    doc = {
-        "apiVersion": "cloudcore.config.kubeedge.io/v1alpha2",
-        "kind": "CloudCore",
-        "kubeAPIConfig": {"kubeConfig": ""},
-        "dataDir": str(base / "data"),
-        "embedded": {"listen": f"127.0.0.1:{ports['api']}", "controllers": "all"},
-        "metrics": {"address": f"127.0.0.1:{ports['metrics']}"},
-        "modules": {
-            "cloudHub": {
-                "advertiseAddress": ["127.0.0.1"],
-                "websocket": {"address": "127.0.0.1", "port": ports["ws"]},
-                "https": {"address": "127.0.0.1", "port": 1},  # replaced by --set below
-            },
-            "edgeController": {"resendBase": 1.0},
-        },
-    }
-    cfg = base / "cloudcore.yaml"
-    cfg.write_text(yaml.safe_dump(doc))
-    with (base / "cloudcore.log").open("ab") as logf:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubeedge.cloudcore",
-                "--config",
-                str(cfg),
-                "--set",
-                f"modules.cloudHub.https.port={ports['https']}",
-            ],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    cc = CloudCoreProc(base / "data", proc, ports["api"], ports["ws"], ports["https"], ports["metrics"])
+    https = free_port()
+    cc = CloudCore.create(
+        base,
+        data_dir=base / "data",
+        # The file's https port is wrong on purpose: --set on the command line wins.
+        extra={"kubeAPIConfig": {"kubeConfig": ""}, "modules": {"cloudHub": {"https": {"port": 1}}}},
+        ports={"https": https},
+        argv_tail=["--set", f"modules.cloudHub.https.port={https}"],
+    )
     try:
-        _wait_healthy(cc)
+        cc.daemon.start()
+        asyncio.run(cc.wait_healthy())
         yield cc
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        cc.daemon.stop()
 
 
 @dataclass
@@ -146,10 +75,10 @@ class Edge:
 
 
 @pytest_asyncio.fixture
-async def edge(cloudcore: CloudCoreProc, tmp_path: Path) -> AsyncIterator[Edge]:
+async def edge(cloudcore: CloudCore, tmp_path: Path) -> AsyncIterator[Edge]:
     pinned, jwt = tokens.split_token(cloudcore.token)
-    ca_pem = await fetch_ca("127.0.0.1", cloudcore.https_port, pinned)
-    cert = await request_certificate("127.0.0.1", cloudcore.https_port, ca_pem, jwt, NODE)
+    ca_pem = await fetch_ca("127.0.0.1", cloudcore.ports["https"], pinned)
+    cert = await request_certificate("127.0.0.1", cloudcore.ports["https"], ca_pem, jwt, NODE)
     replies: dict[str, asyncio.Future[Message]] = {}
     async with Store(tmp_path / "edge.db") as store:
         mm: MetaManager | None = None
@@ -168,7 +97,7 @@ async def edge(cloudcore: CloudCoreProc, tmp_path: Path) -> AsyncIterator[Edge]:
 
         hub = EdgeHub(
             EdgeHubConfig.for_cloud(
-                "127.0.0.1", NODE, port=cloudcore.ws_port, backoff_base=0.1, backoff_cap=1.0
+                "127.0.0.1", NODE, port=cloudcore.ports["ws"], backoff_base=0.1, backoff_cap=1.0
             ),
             ca_pem,
             cert,
@@ -188,17 +117,17 @@ async def edge(cloudcore: CloudCoreProc, tmp_path: Path) -> AsyncIterator[Edge]:
             await sup.stop()
 
 
-async def test_wrong_token_and_wrong_pin_are_refused(cloudcore: CloudCoreProc) -> None:
+async def test_wrong_token_and_wrong_pin_are_refused(cloudcore: CloudCore) -> None:
     pinned, _ = tokens.split_token(cloudcore.token)
-    ca_pem = await fetch_ca("127.0.0.1", cloudcore.https_port, pinned)
+    ca_pem = await fetch_ca("127.0.0.1", cloudcore.ports["https"], pinned)
     # A well-formed token signed by some other CA: the bootstrap server must refuse it.
     _, foreign_jwt = tokens.split_token(tokens.make_token(certs.create_ca("other-ca")))
     with pytest.raises(CertificateRefused) as refused:
-        await request_certificate("127.0.0.1", cloudcore.https_port, ca_pem, foreign_jwt, "intruder")
+        await request_certificate("127.0.0.1", cloudcore.ports["https"], ca_pem, foreign_jwt, "intruder")
     assert refused.value.status == 401
     assert "signature invalid" in refused.value.reason
     with pytest.raises(PinError, match="pins"):
-        await fetch_ca("127.0.0.1", cloudcore.https_port, "0" * 64)
+        await fetch_ca("127.0.0.1", cloudcore.ports["https"], "0" * 64)
     assert cloudcore.http("/healthz")[0] == 200  # the daemon keeps serving
 
 
@@ -209,7 +138,7 @@ def _metric(text: str, name: str) -> float | None:
     return None
 
 
-async def test_edge_joins_and_receives_exactly_its_objects(cloudcore: CloudCoreProc, edge: Edge) -> None:
+async def test_edge_joins_and_receives_exactly_its_objects(cloudcore: CloudCore, edge: Edge) -> None:
     node = {
         "apiVersion": "v1",
         "kind": "Node",
@@ -256,17 +185,19 @@ async def test_edge_joins_and_receives_exactly_its_objects(cloudcore: CloudCoreP
         await wait_for(removed, deadline_s=20, what="pod and ConfigMap removed at the edge")
 
 
-def test_sigterm_stops_cleanly(cloudcore: CloudCoreProc) -> None:
+def test_sigterm_stops_cleanly(cloudcore: CloudCore) -> None:
     # The last test using the shared process (file order): it ends it.
-    cloudcore.proc.terminate()
+    proc = cloudcore.daemon.proc
+    assert proc is not None
+    proc.terminate()
     try:
-        rc = cloudcore.proc.wait(timeout=STOP_S)
+        rc = proc.wait(timeout=STOP_S)
     except subprocess.TimeoutExpired:
         raise AssertionError(
-            f"cloudcore did not exit within {STOP_S}s of SIGTERM:\n{cloudcore.log()}"
+            f"cloudcore did not exit within {STOP_S}s of SIGTERM:\n{cloudcore.daemon.tail()}"
         ) from None
-    assert rc == 0, cloudcore.log()
-    assert "cloudcore stopped" in cloudcore.log()
+    assert rc == 0, cloudcore.daemon.tail()
+    assert "cloudcore stopped" in cloudcore.daemon.tail()
 
 
 def test_config_overrides_and_unknown_keys(tmp_path: Path) -> None:

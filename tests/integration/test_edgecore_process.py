@@ -20,7 +20,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,8 @@ from kubeedge.cloudcore.edgecontroller import EDGE_LABEL, EdgeController
 from kubeedge.kube import LEASES, NAMESPACES, NODES, PODS, KubeClient, KubeConfig, NotFound
 from kubeedge.pki import certs, tokens
 from kubeedge.pki.bootstrap import BootstrapConfig, BootstrapServer
-from tests.apiserver_proc import ROOT, ApiServerProc, free_port
+from tests.apiserver_proc import ROOT, ApiServerProc
+from tests.cloudcore_proc import CloudCore
 
 APISERVER_CONTROLLERS = "none"
 HOST = "127.0.0.1"
@@ -340,96 +340,25 @@ async def _async(value: bool) -> bool:
 # ---- against the cloudcore process ------------------------------------------------------------------
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
-
-
-class CloudCoreProc:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.data_dir = base / "data"
-        self.ports = {k: free_port() for k in ("api", "ws", "https", "metrics")}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = base / "cloudcore.log"
-        doc = {
-            "apiVersion": "cloudcore.config.kubeedge.io/v1alpha2",
-            "kind": "CloudCore",
-            "dataDir": str(self.data_dir),
-            "embedded": {"listen": f"{HOST}:{self.ports['api']}", "controllers": "none"},
-            "metrics": {"address": f"{HOST}:{self.ports['metrics']}"},
-            "modules": {
-                "cloudHub": {
-                    "advertiseAddress": [HOST],
-                    "websocket": {"address": HOST, "port": self.ports["ws"]},
-                    "https": {"address": HOST, "port": self.ports["https"]},
-                },
-            },
-        }
-        self.config = base / "cloudcore.yaml"
-        self.config.write_text(yaml.safe_dump(doc))
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kubeedge.cloudcore", "--config", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-
-    async def wait_healthy(self) -> None:
-        async def healthy() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, f"cloudcore exited:\n{self.tail()}"
-            url = f"http://{HOST}:{self.ports['metrics']}/healthz"
-            return await asyncio.to_thread(_http_ok, url)
-
-        await eventually(healthy, "cloudcore to be healthy", within=30.0)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-
-    @property
-    def token(self) -> str:
-        return (self.data_dir / tokens.TOKEN_FILE).read_text().strip()
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.data_dir / "apiserver" / "admin.kubeconfig"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 @pytest.fixture
-def cloudcore(tmp_path: Path) -> Iterator[CloudCoreProc]:
+def cloudcore(tmp_path: Path) -> Iterator[CloudCore]:
     base = tmp_path / "cloud"
     base.mkdir()
-    cc = CloudCoreProc(base)
+    cc = CloudCore.create(base, data_dir=base / "data", controllers="none")
     try:
         yield cc
     finally:
-        cc.stop()
+        cc.daemon.stop()
 
 
-async def test_against_cloudcore_process_and_its_restart(cloudcore: CloudCoreProc, edge: EdgeProc) -> None:
-    cloudcore.start()
-    await cloudcore.wait_healthy()
+async def test_against_cloudcore_process_and_its_restart(cloudcore: CloudCore, edge: EdgeProc) -> None:
+    await cloudcore.ensure_running()
     doc = {
         "dataDir": str(edge.data_dir),
         "modules": {
             "edgeHub": {
-                "httpServer": f"https://{HOST}:{cloudcore.ports['https']}",
-                "websocket": {"server": f"{HOST}:{cloudcore.ports['ws']}"},
+                "httpServer": cloudcore.https_server,
+                "websocket": {"server": cloudcore.ws_server},
                 "token": cloudcore.token,
             },
             "edged": {
@@ -466,10 +395,9 @@ async def test_against_cloudcore_process_and_its_restart(cloudcore: CloudCorePro
         await eventually(lambda: _async(edge_pod_row(db, "default", "p1") is not None), "p1 at the edge")
 
     # Restart cloudcore under the running edgecore: it reconnects by itself and keeps reporting.
-    cloudcore.stop()
+    cloudcore.daemon.stop()
     stopped_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    cloudcore.start()
-    await cloudcore.wait_healthy()
+    await cloudcore.ensure_running()
     async with KubeClient(KubeConfig.from_file(str(cloudcore.kubeconfig))) as kc:
         await eventually(lambda: ready_since(stopped_at), "a Ready status after the cloudcore restart", 45.0)
         await kc.create(PODS, {**pod, "metadata": {"name": "p2"}}, "default")
