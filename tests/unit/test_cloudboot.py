@@ -1,6 +1,6 @@
 """keadm firstboot-cloud: optional settings validated into a cloudcore config that loads; wrong settings
-reported in STATUS= (over a real notify socket) while it waits; and the host-address fallback
-cloudcore's certificate uses when no advertiseAddress is set."""
+reported in STATUS= (over a real notify socket) while it waits; and the parsing of /proc behind the
+host-address fallback (against real addresses: tests/integration/test_host_addresses.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from kubeedge.cloudcore import config as cc_config
-from kubeedge.cloudcore.app import advertised, serving_sans
 from kubeedge.keadm import cli
 from kubeedge.keadm.cloudboot import CloudFirstBoot, CloudPaths, cloudcore_document, parse
 from kubeedge.keadm.firstboot import SettingsError
@@ -59,19 +58,6 @@ def test_host_addresses_from_proc_text(tmp_path: Path) -> None:
     assert host_addresses(tmp_path / "fib", tmp_path / "missing") == ["10.213.5.1", "192.168.7.9"]
     # This machine's own /proc: loopback never appears, whatever else does.
     assert not {"127.0.0.1", "::1"} & set(host_addresses())
-
-
-def test_certificate_names_the_hosts_addresses_only_when_none_are_configured() -> None:
-    auto = cc_config.CloudCoreConfig()
-    assert advertised(auto) == tuple(host_addresses())
-    _, ips = serving_sans(auto)
-    assert set(host_addresses()) <= set(ips)
-    doc = auto.to_document()
-    doc["modules"]["cloudHub"]["advertiseAddress"] = ["cloud.example"]
-    fixed = cc_config.CloudCoreConfig.from_document(doc)
-    assert advertised(fixed) == ("cloud.example",)
-    dns, ips = serving_sans(fixed)
-    assert "cloud.example" in dns and not set(host_addresses()) & set(ips)
 
 
 def paths_in(tmp_path: Path) -> CloudPaths:
@@ -183,21 +169,3 @@ def test_a_credential_wins_over_the_boot_partition(tmp_path: Path, monkeypatch: 
     written = yaml.safe_load(p.cloudcore_config.read_text())
     assert written["modules"]["cloudHub"]["advertiseAddress"] == ["cred.example"]
     assert written["dataDir"] == str(p.data_dir)
-
-
-def test_api_server_listening_everywhere_names_the_hosts_addresses(tmp_path: Path) -> None:
-    from cryptography import x509
-
-    from kubeedge.apiserver.config import ApiServerConfig
-    from kubeedge.apiserver.server import Pki
-
-    def sans(listen: str, where: Path) -> set[str]:
-        _, serving = Pki(ApiServerConfig(data_dir=where, listen=listen)).ensure()
-        ext = x509.load_pem_x509_certificate(serving.cert_pem).extensions
-        names = ext.get_extension_for_class(x509.SubjectAlternativeName).value
-        return {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
-
-    everywhere = sans("0.0.0.0:6443", tmp_path / "a")
-    assert set(host_addresses()) <= everywhere and "127.0.0.1" in everywhere
-    loopback = sans("127.0.0.1:6443", tmp_path / "b")
-    assert not set(host_addresses()) & loopback
