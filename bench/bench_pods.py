@@ -306,7 +306,7 @@ async def bench(c: EdgedCluster, n: int, offline: int) -> dict[str, Any]:
         await delete_pods(c, kc, names[offline:])
         await wait_runtime(c, offline)
 
-    c.cloud.terminate()
+    c.cloud.daemon.terminate()
     c.edge.daemon.kill9()
     killed = await c.kill_all_pods()
     t0 = time.monotonic()
