@@ -1,6 +1,7 @@
 """The cloud profile, booted, with an edge image joined to it and nothing else: no cloudcore on the host,
-no config written by the test. The cloud initialises itself on first boot (no settings: defaults, and
-a serving certificate naming the address it has), the edge joins it with the token `keadm gettoken`
+no config written by the test. The cloud initialises itself on first boot (one setting, given as the
+system credential kubeedge.cloud; no advertiseAddress, so a serving certificate naming the address it
+has), the edge joins it with the token `keadm gettoken`
 prints on the cloud, and kubectl run inside the cloud's network namespace deploys a pod to the edge
 and execs into it through the cloud's stream tunnel."""
 
@@ -25,8 +26,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 NODE = "image-edge-2"
 APP = "web2"
 NS = "default"
-# The 10.213.<index>.0/24 of this module's wire (other image tests use 1..3).
+# The 10.213.<index>.0/24 of this module's wire (other image tests use 1..5).
 WIRE_INDEX = 6
+NODE_LIMIT = 77
 HUB_PORT = 10000
 # First boots on a shared 2-core machine: systemd, the embedded API's first sync, the edge's join.
 CLOUD_DEADLINE_S = 240.0
@@ -74,7 +76,12 @@ async def test_a_cloud_image_and_an_edge_image_make_a_cluster(
     cloud_root: Path, edge_root: Path, image_tmp: Path
 ) -> None:
     with m.wired_pair(WIRE_INDEX) as (cloud_link, edge_link):
-        cloud = m.Machine(cloud_root, cloud_link, image_tmp / "cloud-1")
+        # Settings as the system credential kubeedge.cloud (as systemd.set_credential= on a kernel
+        # command line gives them); no advertiseAddress, so the host's own addresses are advertised.
+        settings = json.dumps({"set": {"modules.cloudHub.nodeLimit": NODE_LIMIT}})
+        cloud = m.Machine(
+            cloud_root, cloud_link, image_tmp / "cloud-1", extra_args=[f"--set-credential=kubeedge.cloud:{settings}"]
+        )
         edge = m.Machine(edge_root, edge_link, image_tmp / "edge-2")
         try:
             cloud.boot()
@@ -90,7 +97,10 @@ async def test_a_cloud_image_and_an_edge_image_make_a_cluster(
                     f"{e}\n{cloud.journal('kubeedge-init')[-2000:]}\n{cloud.journal('cloudcore')[-3000:]}"
                 ) from None
             init_log = cloud.journal("kubeedge-init")
-            assert "wrote /etc/kubeedge/config/cloudcore.yaml (defaults)" in init_log, init_log[-2000:]
+            assert "wrote /etc/kubeedge/config/cloudcore.yaml (settings from" in init_log, init_log[-2000:]
+            assert "kubeedge.cloud" in init_log, init_log[-2000:]
+            written = yaml.safe_load(cloud.sh("cat", "/etc/kubeedge/config/cloudcore.yaml"))
+            assert written["modules"]["cloudHub"]["nodeLimit"] == NODE_LIMIT
             assert cloud.show("cloudcore", "StatusText")["StatusText"], "cloudcore reports no STATUS"
             assert cloud_link.guest_ip in cloud.journal("cloudcore")  # the address it advertises
 

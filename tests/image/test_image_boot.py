@@ -1,11 +1,13 @@
 """The appliance image, built by `make image` and booted: first boot joins from join.yaml with no
 further action and runs a Deployment's pod; systemd restarts a killed or stuck edgecore; a power cycle
 with the cloud unreachable brings the pods back; bad join settings are reported, not crash-looped;
-the same disk boots in qemu (TCG) to a running edgecore."""
+join settings also come as a systemd credential; the same disk boots in qemu (TCG) to a running
+edgecore."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import yaml
 
 from kubeedge.edgecore.edged.cri import CriClient, api
 from kubeedge.edgecore.edged.podspec import LABEL_POD_NAMESPACE
@@ -29,6 +32,8 @@ QEMU_NODE = "image-edge-qemu"
 RO_NODE = "image-edge-ro"
 RO_APP = "web-ro"
 RO_WIRE_INDEX = 5
+CRED_NODE = "image-edge-cred"
+CRED_WIRE_INDEX = 3
 NS = "default"
 APP = "web"
 # First boot: systemd up, containerd, the join (key + CSR), edgecore's imports; generous for a shared
@@ -234,6 +239,37 @@ async def test_bad_join_settings_are_reported_without_crash_looping(
             journal = mach.journal("kubeedge-join")
             assert "not valid YAML" in journal and "expired" in journal, journal[-3000:]
             assert mach.is_active("edgecore") != "active"
+        finally:
+            mach.kill()
+
+
+async def test_join_settings_from_a_systemd_credential(
+    edge_root: Path, cloud: Cloud, image_tmp: Path
+) -> None:
+    """No join.yaml: the settings come as the system credential kubeedge.join (nspawn --set-credential,
+    as systemd.set_credential= on a kernel command line would give them)."""
+    settings = json.dumps(yaml.safe_load(cloud.join_yaml(CRED_NODE)))  # one line: YAML reads JSON
+    with m.veth_link(CRED_WIRE_INDEX) as lk:
+        mach = m.Machine(
+            edge_root, lk, image_tmp / "edge-cred", extra_args=[f"--set-credential=kubeedge.join:{settings}"]
+        )
+        try:
+            mach.boot()
+            async with cloud.admin() as kc:
+                try:
+                    await wait_for(
+                        lambda: cloud.node_ready(kc, CRED_NODE),
+                        deadline_s=JOIN_DEADLINE_S,
+                        interval=1.0,
+                        what=f"node {CRED_NODE} Ready",
+                    )
+                except AssertionError as e:
+                    raise AssertionError(f"{e}\n{mach.journal('kubeedge-join')[-3000:]}") from None
+            assert not (mach.esp / "kubeedge" / "join.yaml").exists()
+            # A credential cannot be edited: the journal says where the token stays.
+            journal = mach.journal("kubeedge-join")
+            assert "read-only credential" in journal and "kubeedge.join" in journal, journal[-3000:]
+            assert mach.is_active("edgecore") == "active"
         finally:
             mach.kill()
 
