@@ -6,7 +6,8 @@ system credentials PID 1 received, e.g. from ``systemd.set_credential=kubeedge.j
 
     cloud: 192.168.1.10:10000     # cloudhub (required)
     token: <keadm gettoken>       # required until the node has its certificate
-    nodeName: hostname            # a DNS-1123 name, or "hostname" (default) or "machine-id"
+    nodeName: hostname            # a DNS-1123 name, or "hostname" (default) or "machine-id";
+                                  # "hostname" on a device still called localhost/debian: machine-id
     certPort: 10002               # bootstrap port (optional)
     labels: {site: berlin}        # node labels (optional)
     runtimeEndpoint: unix:///run/containerd/containerd.sock   # optional
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 CREDENTIAL: Final = "kubeedge.join"
 JOIN_FILE: Final = Path("kubeedge") / "join.yaml"
 MACHINE_ID: Final = Path("/etc/machine-id")
+# Hostnames a device has when nothing gave it one (systemd's and Debian's fallbacks, our own).
+GENERIC_HOSTNAMES: Final = frozenset({"localhost", "localhost.localdomain", "debian", "edge-node"})
 KEYS: Final = frozenset({"cloud", "token", "nodeName", "certPort", "labels", "runtimeEndpoint"})
 # A refused token is retried unchanged this rarely (the cloud may have been at fault).
 REFUSED_RETRY_INTERVAL: Final = 300.0
@@ -113,17 +116,24 @@ class JoinSettings:
         return None
 
 
+def read_machine_id(machine_id: Path) -> str:
+    try:
+        mid = machine_id.read_text().strip().lower()
+    except OSError as e:
+        raise SettingsError(f"nodeName: machine-id: cannot read {machine_id}: {e.strerror}") from None
+    if not re.fullmatch(r"[0-9a-f]{32}", mid):
+        raise SettingsError(f"nodeName: machine-id: {machine_id} does not hold a machine id")
+    return mid
+
+
 def node_name(raw: str, machine_id: Path) -> str:
     if raw == "hostname":
-        return cli.node_name_from_hostname()
+        name = cli.node_name_from_hostname()
+        # Every device flashed from one image has the same fallback hostname unless DHCP or a person
+        # named it: as node names they would collide, so such a device is named by its machine id.
+        return read_machine_id(machine_id) if name in GENERIC_HOSTNAMES else name
     if raw == "machine-id":
-        try:
-            mid = machine_id.read_text().strip().lower()
-        except OSError as e:
-            raise SettingsError(f"nodeName: machine-id: cannot read {machine_id}: {e.strerror}") from None
-        if not re.fullmatch(r"[0-9a-f]{32}", mid):
-            raise SettingsError(f"nodeName: machine-id: {machine_id} does not hold a machine id")
-        return mid
+        return read_machine_id(machine_id)
     if not is_dns1123_subdomain(raw):
         raise SettingsError(
             f"nodeName {raw!r} is not a DNS-1123 name (lower-case letters, digits, '-', '.'); "

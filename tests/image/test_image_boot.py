@@ -20,7 +20,7 @@ import yaml
 
 from kubeedge.edgecore.edged.cri import CriClient, api
 from kubeedge.edgecore.edged.podspec import LABEL_POD_NAMESPACE
-from kubeedge.kube import DEPLOYMENTS
+from kubeedge.kube import DEPLOYMENTS, NODES
 from tests.cluster import wait_for
 from tests.image import machine as m
 from tests.image.cloud import Cloud, cloud_on, deployment
@@ -32,7 +32,6 @@ QEMU_NODE = "image-edge-qemu"
 RO_NODE = "image-edge-ro"
 RO_APP = "web-ro"
 RO_WIRE_INDEX = 5
-CRED_NODE = "image-edge-cred"
 CRED_WIRE_INDEX = 3
 NS = "default"
 APP = "web"
@@ -99,6 +98,8 @@ async def test_first_boot_joins_with_no_further_action(node: m.Machine, cloud: C
             interval=1.0,
             what=f"node {NODE} Ready (console:\n{node.console_tail(1500)})",
         )
+        # join.yaml's labels are the node's.
+        assert (await kc.get(NODES, NODE))["metadata"]["labels"].get("site") == "image-test"
     join_yaml = (node.esp / "kubeedge" / "join.yaml").read_text()
     assert cloud.token not in join_yaml, "the token was not consumed from join.yaml"
     assert node.is_active("edgecore") == "active"
@@ -247,21 +248,23 @@ async def test_join_settings_from_a_systemd_credential(
     edge_root: Path, cloud: Cloud, image_tmp: Path
 ) -> None:
     """No join.yaml: the settings come as the system credential kubeedge.join (nspawn --set-credential,
-    as systemd.set_credential= on a kernel command line would give them)."""
-    settings = json.dumps(yaml.safe_load(cloud.join_yaml(CRED_NODE)))  # one line: YAML reads JSON
+    as systemd.set_credential= on a kernel command line would give them), and the node is named after
+    the device's hostname (nspawn's machine name)."""
+    settings = json.dumps(yaml.safe_load(cloud.join_yaml("hostname")))  # one line: YAML reads JSON
     with m.veth_link(CRED_WIRE_INDEX) as lk:
         mach = m.Machine(
             edge_root, lk, image_tmp / "edge-cred", extra_args=[f"--set-credential=kubeedge.join:{settings}"]
         )
+        node_name = mach.name
         try:
             mach.boot()
             async with cloud.admin() as kc:
                 try:
                     await wait_for(
-                        lambda: cloud.node_ready(kc, CRED_NODE),
+                        lambda: cloud.node_ready(kc, node_name),
                         deadline_s=JOIN_DEADLINE_S,
                         interval=1.0,
-                        what=f"node {CRED_NODE} Ready",
+                        what=f"node {node_name} Ready",
                     )
                 except AssertionError as e:
                     raise AssertionError(f"{e}\n{mach.journal('kubeedge-join')[-3000:]}") from None

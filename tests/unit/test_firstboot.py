@@ -69,11 +69,22 @@ def test_a_full_document(machine_id: Path) -> None:
     assert s.token == FAKE_TOKEN and FAKE_TOKEN not in repr(s)
 
 
-def test_defaults(machine_id: Path) -> None:
+def test_defaults(machine_id: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli.socket, "gethostname", lambda: "Shelf_7.Site-B")
     s = parse("cloud: cloud.example.org:10000\ntoken: " + FAKE_TOKEN, Path("j"), machine_id=machine_id)
-    assert s.node_name == cli.node_name_from_hostname()
+    assert s.node_name == "shelf-7.site-b"
     assert s.cert_port == cli.DEFAULT_CERT_PORT and s.runtime_endpoint == cli.DEFAULT_RUNTIME_ENDPOINT
     assert parse(settings_text(nodeName="edge-7"), Path("j")).node_name == "edge-7"
+
+
+@pytest.mark.parametrize("hostname", ["localhost", "localhost.localdomain", "debian", ""])
+def test_a_device_nobody_named_is_named_by_its_machine_id(
+    machine_id: Path, monkeypatch: pytest.MonkeyPatch, hostname: str
+) -> None:
+    # A fleet flashed from one image shares the fallback hostname: as node names they would collide.
+    monkeypatch.setattr(cli.socket, "gethostname", lambda: hostname)
+    assert parse(settings_text(), Path("j"), machine_id=machine_id).node_name == MACHINE_ID
+    assert parse(settings_text(nodeName="hostname"), Path("j"), machine_id=machine_id).node_name == MACHINE_ID
 
 
 @pytest.mark.parametrize(
