@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kubeedge.kube.quantity import parse_quantity
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .podspec import PodContext
 
 Obj = dict[str, Any]
+V = TypeVar("V")
 
 
 class ContainerConfigError(Exception):
@@ -303,8 +304,8 @@ def container_env(pod: Obj, container: Obj, ctx: PodContext) -> list[tuple[str, 
 
 
 def _key_ref(
-    ref: Obj, objects: Mapping[str, Obj], data_of: Callable[[Obj], Mapping[str, str]], kind: str, ns: str
-) -> str | None:
+    ref: Obj, objects: Mapping[str, Obj], data_of: Callable[[Obj], Mapping[str, V]], kind: str, ns: str
+) -> V | None:
     """A configMapKeyRef or secretKeyRef, with the kubelet's messages; None: optional and absent."""
     name, key = str(ref.get("name", "")), str(ref.get("key", ""))
     obj = objects.get(name)
@@ -336,9 +337,6 @@ def _value_from(pod: Obj, container: Obj, source: Obj, ctx: PodContext, ns: str)
     if source.get("configMapKeyRef") is not None:
         return _key_ref(source["configMapKeyRef"], ctx.configmaps, configmap_data, "ConfigMap", ns)
     if source.get("secretKeyRef") is not None:
-
-        def decoded(secret: Obj) -> dict[str, str]:
-            return {k: v.decode(errors="replace") for k, v in secret_data(secret).items()}
-
-        return _key_ref(source["secretKeyRef"], ctx.secrets, decoded, "Secret", ns)
+        raw = _key_ref(source["secretKeyRef"], ctx.secrets, secret_data, "Secret", ns)
+        return None if raw is None else raw.decode(errors="replace")
     raise ContainerConfigError(f"unsupported valueFrom {json.dumps(sorted(source))}")
