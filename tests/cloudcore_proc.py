@@ -44,9 +44,10 @@ class Proc:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self) -> Self:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        return self
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

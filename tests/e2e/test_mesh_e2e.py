@@ -41,7 +41,7 @@ from dnslib import QTYPE, RCODE, DNSRecord
 
 from kubeedge.kube import ENDPOINTSLICES, SERVICES, KubeClient, KubeConfig, NotFound
 from kubeedge.pki import certs, tokens
-from tests.cloudcore_proc import cloudcore_doc
+from tests.cloudcore_proc import Proc, cloudcore_doc
 from tests.cluster import wait_for
 from tests.e2e.backbone import edge_config_doc
 from tests.integration.test_mesh_tunnel import CLONE_NEWNET, Topology, connect_in, sh, socket_in
@@ -88,35 +88,6 @@ ip = socket.gethostbyname(name)
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 print(ip, opener.open("http://" + name + "/", timeout=15).read().decode().strip())
 """
-
-
-@dataclass
-class Proc:
-    name: str
-    argv: list[str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 @dataclass
@@ -349,14 +320,13 @@ def agent_config(base: Path, node: str, edge_dir: Path) -> Path:
 async def _bring_up(mesh: Mesh) -> None:
     base, ns = mesh.base, mesh.ns
     cloud = Proc(
-        "cloudcore",
         mesh.in_ns("cloud", sys.executable, "-m", "kubeedge.cloudcore", "--config", str(cloud_config(base))),
         base / "cloudcore.log",
     )
     mesh.procs["cloud"] = cloud.start()
     for pod, node in (("w1", "w1"), ("w1b", "w1b"), ("w2", "w2"), ("w2b", "w2b"), ("lanpod", "lanpod")):
         mesh.procs[pod] = Proc(
-            pod, mesh.in_ns(pod, sys.executable, "-c", WEB, node, "8080"), base / f"{pod}.log"
+            mesh.in_ns(pod, sys.executable, "-c", WEB, node, "8080"), base / f"{pod}.log"
         ).start()
 
     token_file = base / "cloud" / tokens.TOKEN_FILE
@@ -393,7 +363,6 @@ async def _bring_up(mesh: Mesh) -> None:
         cfg = edge_dir / "edgecore.yaml"
         cfg.write_text(yaml.safe_dump(doc))
         mesh.procs[f"edge-{key}"] = Proc(
-            f"edgecore {node}",
             mesh.in_ns(key, sys.executable, "-m", "kubeedge.edgecore", "--config", str(cfg)),
             base / f"{node}.log",
         ).start()
@@ -408,7 +377,6 @@ async def _bring_up(mesh: Mesh) -> None:
     await create_objects(mesh)
     for key, node in (("n1", NODE1), ("n2", NODE2)):
         mesh.procs[f"mesh-{key}"] = Proc(
-            f"mesh {node}",
             mesh.in_ns(
                 key, sys.executable, "-m", "edgemesh", "--config", str(agent_config(base, node, base / node))
             ),

@@ -37,6 +37,7 @@ from kubeedge.edgecore.edged.ociimage import BuiltImage, build_image
 from kubeedge.edgecore.edged.podspec import LABEL_CONTAINER_NAME, LABEL_POD_UID
 from kubeedge.pki import tokens
 from tests.apiserver_proc import KUBECTL
+from tests.cloudcore_proc import Proc
 from tests.cluster import wait_for
 from tests.containerd_proc import cgroup_dirs, check_prerequisites, remove_all_pods, remove_cgroup
 from tests.e2e.backbone import edge_config_doc
@@ -46,7 +47,6 @@ from tests.e2e.test_mesh_e2e import (
     MESH_DNS,
     METRICS_PORT,
     PORTS,
-    Proc,
     agent_config,
     cloud_config,
     http_get,
@@ -195,7 +195,6 @@ async def bring_up(w: World) -> None:
     for i in (1, 2):
         await start_containerd(w, i)
     cloud = Proc(
-        "cloudcore",
         ["ip", "netns", "exec", w.ns["cloud"], sys.executable, "-m", "kubeedge.cloudcore",
          "--config", str(cloud_config(w.base))],
         w.base / "cloudcore.log",
@@ -218,7 +217,6 @@ async def bring_up(w: World) -> None:
         cfg = data / "edgecore.yaml"
         cfg.write_text(yaml.safe_dump(edge_doc(site, data, token)))
         site.procs["edge"] = Proc(
-            f"edgecore {site.node}",
             in_net(site.ns, sys.executable, "-m", "kubeedge.edgecore", "--config", str(cfg)),
             w.base / f"{site.node}.log",
         ).start()
@@ -233,7 +231,6 @@ async def bring_up(w: World) -> None:
     for site in w.sites.values():
         cfg = agent_config(w.base, site.node, w.base / site.node)
         site.procs["mesh"] = Proc(
-            f"mesh {site.node}",
             in_net(site.ns, sys.executable, "-m", "edgemesh", "--config", str(cfg)),
             w.base / f"{site.node}-mesh.log",
         ).start()

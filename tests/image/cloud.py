@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import yaml
 from kubeedge.kube import NODES, PODS, KubeClient, NotFound
 from kubeedge.pki import certs, tokens
 from tests.cloudcore_proc import CloudCore
-from tests.cluster import condition_true
+from tests.cluster import condition_true, wait_for
 
 BUSYBOX = "kubeedge.local/busybox:latest"
 
@@ -49,6 +49,17 @@ class Cloud(CloudCore):
             return condition_true(await kc.get(NODES, name))
         except NotFound:
             return False
+
+    async def wait_node_ready(
+        self, kc: KubeClient, name: str, deadline_s: float, explain: Callable[[], str] = str
+    ) -> None:
+        """Until ``name`` is Ready; on timeout the failure carries ``explain()`` (a journal, a console)."""
+        try:
+            await wait_for(
+                lambda: self.node_ready(kc, name), deadline_s=deadline_s, interval=1.0, what=f"node {name} Ready"
+            )
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{explain()}") from None
 
     async def running_pods(self, kc: KubeClient, namespace: str, selector: str) -> list[dict[str, Any]]:
         pods, _ = await kc.list(PODS, namespace, label_selector=selector)

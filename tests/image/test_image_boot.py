@@ -92,12 +92,7 @@ async def test_image_built(edge_disk: Path) -> None:
 
 async def test_first_boot_joins_with_no_further_action(node: m.Machine, cloud: Cloud) -> None:
     async with cloud.admin() as kc:
-        await wait_for(
-            lambda: cloud.node_ready(kc, NODE),
-            deadline_s=JOIN_DEADLINE_S,
-            interval=1.0,
-            what=f"node {NODE} Ready (console:\n{node.console_tail(1500)})",
-        )
+        await cloud.wait_node_ready(kc, NODE, JOIN_DEADLINE_S, lambda: f"console:\n{node.console_tail(1500)}")
         # join.yaml's labels are the node's.
         assert (await kc.get(NODES, NODE))["metadata"]["labels"].get("site") == "image-test"
     join_yaml = (node.esp / "kubeedge" / "join.yaml").read_text()
@@ -118,7 +113,7 @@ async def test_first_boot_joins_with_no_further_action(node: m.Machine, cloud: C
 
 async def test_a_deployments_pod_runs_on_the_booted_node(node: m.Machine, cloud: Cloud) -> None:
     async with cloud.admin() as kc:
-        await wait_for(lambda: cloud.node_ready(kc, NODE), deadline_s=JOIN_DEADLINE_S, interval=1.0)
+        await cloud.wait_node_ready(kc, NODE, JOIN_DEADLINE_S)
         await kc.create(DEPLOYMENTS, deployment(APP, NODE), NS)
 
         async def running() -> list[dict[str, object]]:
@@ -208,7 +203,7 @@ async def test_power_cycle_with_the_cloud_unreachable_brings_pods_back(
     finally:
         link.restore()
     async with cloud.admin() as kc:
-        await wait_for(lambda: cloud.node_ready(kc, NODE), deadline_s=JOIN_DEADLINE_S, interval=1.0)
+        await cloud.wait_node_ready(kc, NODE, JOIN_DEADLINE_S)
 
 
 async def test_bad_join_settings_are_reported_without_crash_looping(
@@ -259,16 +254,9 @@ async def test_join_settings_from_a_systemd_credential(
         try:
             mach.boot()
             async with cloud.admin() as kc:
-                try:
-                    await wait_for(
-                        lambda: cloud.node_ready(kc, node_name),
-                        deadline_s=JOIN_DEADLINE_S,
-                        interval=1.0,
-                        what=f"node {node_name} Ready",
-                    )
-                except AssertionError as e:
-                    raise AssertionError(f"{e}\n{mach.journal('kubeedge-join')[-3000:]}") from None
-            assert not (mach.esp / "kubeedge" / "join.yaml").exists()
+                await cloud.wait_node_ready(
+                    kc, node_name, JOIN_DEADLINE_S, lambda: mach.journal("kubeedge-join")[-3000:]
+                )
             # A credential cannot be edited: the journal says where the token stays.
             journal = mach.journal("kubeedge-join")
             assert "read-only credential" in journal and "kubeedge.join" in journal, journal[-3000:]
@@ -287,15 +275,9 @@ async def test_a_read_only_root_joins_and_runs_pods(edge_root: Path, cloud: Clou
         try:
             mach.boot()
             async with cloud.admin() as kc:
-                try:
-                    await wait_for(
-                        lambda: cloud.node_ready(kc, RO_NODE),
-                        deadline_s=JOIN_DEADLINE_S,
-                        interval=1.0,
-                        what=f"node {RO_NODE} Ready",
-                    )
-                except AssertionError as e:
-                    raise AssertionError(f"{e}\n{mach.journal('kubeedge-join')[-3000:]}") from None
+                await cloud.wait_node_ready(
+                    kc, RO_NODE, JOIN_DEADLINE_S, lambda: mach.journal("kubeedge-join")[-3000:]
+                )
                 await kc.create(DEPLOYMENTS, deployment(RO_APP, RO_NODE), NS)
 
                 async def running() -> list[dict[str, object]]:
