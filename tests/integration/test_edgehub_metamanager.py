@@ -403,6 +403,9 @@ async def test_server_close_reconnects_and_offline_send_fails(harness: Harness) 
     await until(lambda: "down" in harness.events)
     assert "replaced by test" in hub.last_close_reason
     await until(lambda: len(harness.cloud.connects) >= 2 and hub.connected)
+    # on_connected runs as its own task once the hub is connected (it may await replies the reader
+    # delivers), so the second "up" can trail `connected` by a moment.
+    await until(lambda: len(harness.events) >= 3)
     assert harness.events[:3] == ["up", "down", "up"]
     assert await hub.send(Message.new("edged", "resource", "patch", "default/podpatch/p", "{}"))
     await until(lambda: any(f.resource == "default/podpatch/p" for f in harness.cloud.frames))
